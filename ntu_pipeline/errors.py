@@ -1,0 +1,45 @@
+"""Every exception the pipeline raises on purpose, in one place.
+
+Each carries the file (or sample) it is about, and where it can, the line or frame, what was
+expected and what was found, so that a failure recorded in a store's failure table explains itself.
+"""
+
+from __future__ import annotations
+
+
+class NTUPrepError(Exception):
+    """Base class of the pipeline's own errors."""
+
+
+class SkeletonFormatError(NTUPrepError, ValueError):
+    """A `.skeleton` file that does not follow the NTU RGB+D text format."""
+
+    def __init__(self, path: str, line: int | None, expected: str, found: str):
+        self.path = str(path)
+        self.line = line
+        self.expected = expected
+        self.found = found
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: expected {expected}, found {found}")
+
+
+class SampleNameError(NTUPrepError, ValueError):
+    """A file name that is not an NTU sample name (SsssCcccPpppRrrrAaaa)."""
+
+    def __init__(self, name: str, reason: str = "not of the form SsssCcccPpppRrrrAaaa"):
+        self.name = name
+        super().__init__(f"{name!r}: {reason}")
+
+
+class VideoDecodeError(NTUPrepError):
+    """An `_rgb.avi` that PyAV cannot decode as expected (raised with the sample name attached)."""
+
+    def __init__(self, path: str, frame: int | None, reason: str):
+        self.path = str(path)
+        self.frame = frame
+        where = f"{self.path} frame {frame}" if frame is not None else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+class StoreFormatError(NTUPrepError):
+    """A store whose format version or layout this version of the package does not know."""
