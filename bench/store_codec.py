@@ -1,0 +1,87 @@
+"""Which codec for the store's skeleton arrays: size on disk, write and read speed.
+
+    .venv/bin/python bench/store_codec.py [--samples 512]
+
+Takes the real samples in ../shared/ntu_samples/skeletons (NTU_SAMPLES overrides), runs the stage on
+them, tiles the prepared arrays up to --samples, and writes/reads `skeleton/joints`-shaped sharded arrays
+with each candidate codec. Reads go sample by sample, as a training loader does. Figures are printed as
+ratios against the uncompressed array measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from ntu_pipeline.extract import prepare_skeleton
+from ntu_pipeline.store import MAX_FRAMES
+
+CANDIDATES = {
+    "none": None,
+    "blosc-lz4-shuffle": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "blosc-zstd3-shuffle": BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+    "blosc-zstd3-bitshuffle": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
+    "zstd3": ZstdCodec(level=3),
+}
+
+
+def real_arrays(samples_dir: Path, count: int) -> np.ndarray:
+    files = sorted((samples_dir / "skeletons").glob("*.skeleton"))
+    if not files:
+        raise SystemExit(f"no real samples under {samples_dir}/skeletons (set NTU_SAMPLES)")
+    prepared = [prepare_skeleton(f).arrays["joints"] for f in files]
+    return np.stack([prepared[i % len(prepared)] for i in range(count)])  # (N, 300, 2, 25, 3)
+
+
+def measure(data: np.ndarray, codec, path: Path, shard: int) -> dict[str, float]:
+    array = zarr.create_array(str(path), shape=data.shape, dtype="float32", chunks=(1, *data.shape[1:]),
+                              shards=(shard, *data.shape[1:]), compressors=codec, fill_value=0)
+    start = time.perf_counter()
+    for lo in range(0, len(data), shard):
+        array[lo:lo + shard] = data[lo:lo + shard]
+    write = time.perf_counter() - start
+    array = zarr.open_array(str(path), mode="r")
+    start = time.perf_counter()
+    for i in range(len(data)):
+        array[i]
+    read = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return {"bytes": size, "write_s": write, "read_s": read}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--shard", type=int, default=64)
+    args = parser.parse_args()
+    repo = Path(__file__).resolve().parent.parent
+    samples_dir = Path(os.environ.get("NTU_SAMPLES", repo.parent / "shared" / "ntu_samples"))
+    data = real_arrays(samples_dir, args.samples)
+    raw_mb = data.nbytes / 2**20
+    print(f"{args.samples} samples of (300, 2, 25, 3) float32 = {raw_mb:.0f} MiB raw, shard {args.shard}, "
+          f"frames kept per sample {MAX_FRAMES} max")
+    tmp = Path(tempfile.mkdtemp(prefix="codec-bench-"))
+    try:
+        results = {name: measure(data, codec, tmp / f"{name}.zarr", args.shard)
+                   for name, codec in CANDIDATES.items()}
+    finally:
+        shutil.rmtree(tmp)
+    base = results["none"]
+    print(f"{'codec':24s} {'size MiB':>9s} {'ratio':>6s} {'write MB/s':>10s} {'read samples/s':>15s} "
+          f"{'read vs none':>12s}")
+    for name, r in results.items():
+        print(f"{name:24s} {r['bytes'] / 2**20:9.2f} {base['bytes'] / r['bytes']:6.1f} "
+              f"{raw_mb / r['write_s']:10.0f} {args.samples / r['read_s']:15.0f} "
+              f"{base['read_s'] / r['read_s']:12.2f}")
+
+
+if __name__ == "__main__":
+    main()
