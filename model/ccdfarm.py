@@ -1,0 +1,217 @@
+"""CC-DFARM and its ablations: I3D + HCN fused at two points inside the backbones and once at the end.
+
+    import model
+    net = model.build("ccdfarm", num_classes=60)
+    out = net(rgb, skeleton)        # rgb (B, 3, T, H, W), skeleton (B, 3, 32, 25, 2); motion from eq. 2
+    out["logits"]                   # the prediction, (B, 60); also out["rgb"], out["skeleton"], out["fused"]
+    loss = model.heads_loss(out, labels)
+
+Names `build` knows (MODEL_SPEC.md, the paper's tables 4-6):
+    hcn, i3d                single streams
+    mmtm                    baseline: MMTM at both fusion points
+    dsfm                    MMTM replaced by DSFM
+    dsfm_mffm, tiam_dsfm    one of TIAM / MFFM added
+    ccdfarm                 TIAM + DSFM + MFFM
+    dsfm1_only, dsfm2_only  CC-DFARM with only the first / only the second DSFM (table 4)
+
+Fusion points: (1) I3D Mixed_5b (832 channels) with HCN conv5 of person 1 and of person 2 (128 each);
+(2) I3D Mixed_5c (1024) with HCN fc7 (512). DSFM treats the two persons as two more modalities (blocks
+of 64 channels at point 1, 256 at point 2). MMTM is pairwise, so at point 1 the two persons' maps are
+stacked on channels into one 256-channel modality; the released MMTM code gates person 1 only, here
+both are gated. With MFFM, Mixed_5c (after point 2) is fused with fc7 projected to 1024 channels and
+spread over the map, and that fused map has its own head, which is then the prediction; otherwise the
+prediction is the sum of the RGB and skeleton logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.fusion import DSFM, MFFM, MMTM
+from model.hcn import HCN, HCNConfig, skeleton_motion
+from model.i3d import I3D, I3DConfig
+
+FUSIONS = ("mmtm", "dsfm")
+HEADS = ("rgb", "skeleton", "fused")
+MID_ENDPOINT, HIGH_ENDPOINT = "mixed5b", "mixed5c"  # I3D endpoints of fusion points 1 and 2
+MID_BLOCK_CHANNELS, HIGH_BLOCK_CHANNELS = 64, 256  # DSFM block sizes (paper section 2.2)
+
+
+@dataclass(frozen=True)
+class TwoStreamConfig:
+    """num_classes; fusion: "mmtm" or "dsfm" at the points that are on; fuse_mid / fuse_high: fusion
+    points 1 / 2; tiam: TIAM inside HCN; mffm: MFFM and its head at the end; frames: skeleton clip
+    length T (a multiple of 16; the RGB stream takes any length); dropout: every dropout layer;
+    lowest_attention: DSFM's lambda; mmtm_ratio: MMTM's reduction ratio."""
+
+    num_classes: int
+    fusion: str = "dsfm"
+    fuse_mid: bool = True
+    fuse_high: bool = True
+    tiam: bool = False
+    mffm: bool = False
+    frames: int = 32
+    dropout: float = 0.5
+    lowest_attention: float = 0.5
+    mmtm_ratio: int = 4
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if not 0.0 <= self.lowest_attention <= 1.0:
+            raise ValueError(f"lowest_attention must be in [0, 1], got {self.lowest_attention}")
+        if self.mmtm_ratio < 1:
+            raise ValueError(f"mmtm_ratio must be >= 1, got {self.mmtm_ratio}")
+        # num_classes, frames and dropout are checked by the stream configs built from this one.
+        self.stream_configs()
+
+    def stream_configs(self) -> tuple[I3DConfig, HCNConfig]:
+        return (I3DConfig(self.num_classes, dropout=self.dropout),
+                HCNConfig(self.num_classes, frames=self.frames, tiam=self.tiam, dropout=self.dropout))
+
+
+class TwoStreamNet(nn.Module):
+    """I3D (RGB) + HCN (skeleton) with optional fusion at points 1 and 2, TIAM and MFFM.
+
+    forward(rgb (B, 3, T, H, W), skeleton (B, 3, T_s, 25, 2), motion=None) -> dict of logits (B, K):
+    "rgb", "skeleton", "fused" (with MFFM) and "logits", the prediction.
+    """
+
+    def __init__(self, config: TwoStreamConfig):
+        super().__init__()
+        self.config = config
+        i3d_config, hcn_config = config.stream_configs()
+        self.rgb = I3D(i3d_config)
+        self.skeleton = HCN(hcn_config)
+        persons = hcn_config.num_persons
+        mid_rgb = self.rgb.endpoint_channels(MID_ENDPOINT)  # 832
+        high_rgb = self.rgb.endpoint_channels(HIGH_ENDPOINT)  # 1024
+        mid_sk, high_sk = self.skeleton.cooccurrence_channels, self.skeleton.num_features
+
+        def fusion(rgb_channels: int, skeleton_channels: list[int], block_channels: int) -> nn.Module:
+            if config.fusion == "dsfm":
+                return DSFM([rgb_channels, *skeleton_channels], block_channels,
+                            lowest_attention=config.lowest_attention)
+            return MMTM(rgb_channels, sum(skeleton_channels), ratio=config.mmtm_ratio)
+
+        self.fuse_mid = fusion(mid_rgb, [mid_sk] * persons, MID_BLOCK_CHANNELS) if config.fuse_mid else None
+        self.fuse_high = fusion(high_rgb, [high_sk], HIGH_BLOCK_CHANNELS) if config.fuse_high else None
+        if config.mffm:
+            self.skeleton_to_rgb = nn.Linear(high_sk, high_rgb)  # fc7 -> Mixed_5c width, for MFFM
+            self.mffm = MFFM(high_rgb)
+            self.fused_dropout = nn.Dropout(config.dropout)
+            self.fused_head = nn.Linear(high_rgb, config.num_classes)
+        else:
+            self.skeleton_to_rgb = self.mffm = self.fused_dropout = self.fused_head = None
+
+    def _fuse(self, module: nn.Module, rgb: Tensor, skeleton: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Apply one fusion point; `skeleton` lists one tensor per skeleton modality (persons at point 1)."""
+        if isinstance(module, DSFM):
+            rgb, *skeleton = module([rgb, *skeleton])
+            return rgb, skeleton
+        sizes = [s.shape[1] for s in skeleton]
+        rgb, stacked = module(rgb, torch.cat(skeleton, dim=1))  # MMTM: persons stacked on channels
+        return rgb, list(stacked.split(sizes, dim=1))
+
+    def forward(self, rgb: Tensor, skeleton: Tensor, motion: Tensor | None = None) -> dict[str, Tensor]:
+        if rgb is None or skeleton is None:
+            raise ValueError("a two-stream network needs both rgb (B, 3, T, H, W) and skeleton "
+                             "(B, 3, T, 25, 2)")
+        if motion is None:
+            motion = skeleton_motion(skeleton)
+        batch, persons = skeleton.shape[0], self.skeleton.config.num_persons
+        s5 = self.skeleton.cooccurrence_features(*self.skeleton.point_features(skeleton, motion))
+        r5b = self.rgb.forward_endpoints(rgb, "conv1a", MID_ENDPOINT)  # (B, 832, T/8, H/32, W/32)
+        if self.fuse_mid is not None:
+            people = list(s5.unflatten(0, (batch, persons)).unbind(1))  # M x (B, 128, T_s/8, 4)
+            r5b, people = self._fuse(self.fuse_mid, r5b, people)
+            s5 = torch.stack(people, dim=1).flatten(0, 1)  # (B*M, 128, T_s/8, 4)
+        r5c = self.rgb.forward_endpoints(r5b, HIGH_ENDPOINT, HIGH_ENDPOINT)  # (B, 1024, T/8, H/32, W/32)
+        s7 = self.skeleton.global_features(s5)  # (B, 512)
+        if self.fuse_high is not None:
+            r5c, (s7,) = self._fuse(self.fuse_high, r5c, [s7])
+
+        out = {"rgb": self.rgb.forward_head(r5c), "skeleton": self.skeleton.forward_head(s7)}
+        if self.mffm is not None:
+            f2 = self.skeleton_to_rgb(s7)  # (B, 1024)
+            fused = self.mffm(r5c, f2.reshape(*f2.shape, 1, 1, 1))  # (B, 1024, T/8, H/32, W/32)
+            pooled = fused.mean(dim=(2, 3, 4))  # (B, 1024)
+            out["fused"] = self.fused_head(self.fused_dropout(pooled))
+            out["logits"] = out["fused"]
+        else:
+            out["logits"] = out["rgb"] + out["skeleton"]
+        return out
+
+
+def to_channels_last_3d(net: nn.Module) -> nn.Module:
+    """Put every Conv3d weight of `net` in channels_last_3d memory format, in place; returns `net`.
+
+    `net.to(memory_format=torch.channels_last_3d)` fails on a two-stream network because HCN's Conv2d
+    weights are 4-D; this converts the 3-D convolutions only (I3D, MFFM). Feed the RGB clip as
+    `rgb.to(memory_format=torch.channels_last_3d)` too.
+    """
+    for module in net.modules():
+        if isinstance(module, nn.Conv3d):
+            module.to(memory_format=torch.channels_last_3d)
+    return net
+
+
+def heads_loss(outputs: Mapping[str, Tensor], target: Tensor,
+               weights: Mapping[str, float] | None = None) -> Tensor:
+    """Sum over the heads present ("rgb", "skeleton", "fused") of weight * cross-entropy (B,) labels.
+
+    weights default to 1 per head; a head missing from `weights` counts with weight 1.
+    """
+    weights = weights or {}
+    unknown = set(weights) - set(HEADS)
+    if unknown:
+        raise ValueError(f"unknown heads {sorted(unknown)}; heads are {HEADS}")
+    terms = [weights.get(h, 1.0) * F.cross_entropy(outputs[h].float(), target) for h in HEADS if h in outputs]
+    if not terms:
+        raise ValueError(f"outputs has none of the heads {HEADS}: {sorted(outputs)}")
+    return torch.stack(terms).sum()
+
+
+# Two-stream variants: TwoStreamConfig fields, overridable by build()'s options.
+TWO_STREAM_VARIANTS: dict[str, dict[str, object]] = {
+    "mmtm": {"fusion": "mmtm"},
+    "dsfm": {"fusion": "dsfm"},
+    "dsfm_mffm": {"fusion": "dsfm", "mffm": True},
+    "tiam_dsfm": {"fusion": "dsfm", "tiam": True},
+    "ccdfarm": {"fusion": "dsfm", "tiam": True, "mffm": True},
+    "dsfm1_only": {"fusion": "dsfm", "tiam": True, "mffm": True, "fuse_high": False},
+    "dsfm2_only": {"fusion": "dsfm", "tiam": True, "mffm": True, "fuse_mid": False},
+}
+MODEL_NAMES = ("hcn", "i3d", *TWO_STREAM_VARIANTS)
+
+
+def _make_config(cls: type, num_classes: int, options: Mapping[str, object]):
+    fields = {f.name for f in dataclasses.fields(cls)} - {"num_classes"}
+    unknown = set(options) - fields
+    if unknown:
+        raise ValueError(f"unknown options {sorted(unknown)} for {cls.__name__}; known: {sorted(fields)}")
+    return cls(num_classes=num_classes, **options)
+
+
+def build(name: str, num_classes: int, **options) -> nn.Module:
+    """The network called `name` (one of MODEL_NAMES) for `num_classes` classes.
+
+    options are fields of its config: I3DConfig for "i3d", HCNConfig for "hcn" (e.g. frames=16),
+    TwoStreamConfig for the others (e.g. frames=16, dropout=0.0), overriding the variant's settings.
+    Every network is called as net(rgb, skeleton, motion=None) and returns a dict with "logits";
+    the single streams ignore the input they do not use, so hcn(None, skeleton) and i3d(rgb) work.
+    """
+    if name == "hcn":
+        return HCN(_make_config(HCNConfig, num_classes, options))
+    if name == "i3d":
+        return I3D(_make_config(I3DConfig, num_classes, options))
+    if name in TWO_STREAM_VARIANTS:
+        settings = {**TWO_STREAM_VARIANTS[name], **options}
+        return TwoStreamNet(_make_config(TwoStreamConfig, num_classes, settings))
+    raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
