@@ -228,7 +228,8 @@ def _prepare_store(config: ExtractConfig, files: dict[str, Path], dataset: str,
     root = config.skeletons.resolve()
     attrs = {
         "dataset": dataset, "ntu_prep_version": __version__, "options": result_options(config, dataset),
-        "source": {"skeletons": str(root), "num_files": len(files), "digest": input_digest(files, root)},
+        "source": {"skeletons": str(root), "num_files": len(files),
+                   "digest": input_digest(files, config.skeletons)},
         "ignored_files": [{"path": p, "reason": r} for p, r in ignored],
         "status_codes": STATUS_CODES, "max_frames": MAX_FRAMES, "class_names": list(class_names(dataset)),
         "counts": None,

@@ -38,7 +38,7 @@ STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
 META_FIELDS = ("label", "setup", "camera", "performer", "replication")
 # Chosen by bench/store_codec.py (figures in the README): compresses the zero-padded float32 frames
 # well and decodes fast enough that a reader is never codec-bound.
-CODEC = {"name": "blosc", "cname": "zstd", "clevel": 3, "shuffle": "bitshuffle"}
+CODEC = {"name": "blosc", "cname": "zstd", "clevel": 3, "shuffle": "shuffle"}
 
 
 @dataclass(frozen=True)
