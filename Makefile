@@ -26,7 +26,9 @@ demo: $(STAMP)
 	$(BIN)/ntu-prep split --protocol xview $(DEMO)/synth.zarr
 	$(BIN)/ntu-prep verify $(DEMO)/synth.zarr
 	$(BIN)/ntu-prep info $(DEMO)/synth.zarr
-	@echo "demo output: $(abspath $(DEMO))/synth.zarr (raw synthetic corpus in $(abspath $(DEMO))/raw)"
+	$(BIN)/ntu-prep sheet $(DEMO)/synth.zarr $(DEMO)/sheet.png
+	@echo "demo output: $(abspath $(DEMO))/synth.zarr, contact sheet $(abspath $(DEMO))/sheet.png"
+	@echo "(the raw synthetic corpus is in $(abspath $(DEMO))/raw)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,6 +38,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/skeleton_stage.py
+	$(BIN)/python bench/store_codec.py
 	$(BIN)/python bench/model_speed.py
 
 clean:

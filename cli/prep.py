@@ -5,6 +5,7 @@
     ntu-prep info ntu60.zarr
     ntu-prep verify ntu60.zarr
     ntu-prep protocols
+    ntu-prep sheet ntu60.zarr sheet.png
     ntu-prep synth demo_raw/ --samples 240 --classes 6
 """
 
@@ -137,6 +138,20 @@ def verify_command(store):
             click.echo(f"problem: {problem}")
         raise SystemExit(1)
     click.echo(f"{store}: ok")
+
+
+@main.command("sheet")
+@STORE
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--samples", default=48, show_default=True, help="Tiles, spread evenly over the store.")
+@click.option("--columns", default=8, show_default=True)
+@_user_errors
+def sheet_command(store, out, samples, columns):
+    """Draw a contact sheet (PNG) of the stored actors: one tile per sample."""
+    from ntu_pipeline.sheet import write_contact_sheet
+
+    indices = write_contact_sheet(open_store(store), out, samples, columns)
+    click.echo(f"wrote {out} ({len(indices)} samples)")
 
 
 @main.command("synth")

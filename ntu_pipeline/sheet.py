@@ -1,0 +1,83 @@
+"""Contact sheets of a prepared store: each tile one sample's two actors over time, as stick figures.
+
+    ntu-prep sheet ntu60.zarr sheet.png --samples 48
+
+Each tile draws every few frames of the sample seen from the camera (x right, y up), older frames
+lighter: actor 1 blue, actor 2 red. The tile's caption is the sample name and its class, and a failed or
+missing sample says so. What a user checks with it: that actors were chosen and kept apart sensibly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zarr
+
+from .store import STATUS_NAMES, read_sample
+
+# NTU's 24 bones, 0-based joint pairs (the Kinect v2 skeleton).
+BONES = (
+    (0, 1), (1, 20), (2, 20), (3, 2), (4, 20), (5, 4), (6, 5), (7, 6), (8, 20), (9, 8), (10, 9), (11, 10),
+    (12, 0), (13, 12), (14, 13), (15, 14), (16, 0), (17, 16), (18, 17), (19, 18), (21, 22), (22, 7),
+    (23, 24), (24, 11),
+)
+ACTOR_COLOURS = ((200, 90, 20), (40, 40, 210))  # BGR: blue, red
+TILE, CAPTION = 200, 30
+
+
+def draw_tile(joints: np.ndarray, caption: str, frames_drawn: int = 8) -> np.ndarray:
+    """(TILE + CAPTION, TILE, 3) uint8 image of joints (T, 2, 25, 3), T >= 0."""
+    tile = np.full((TILE + CAPTION, TILE, 3), 255, np.uint8)
+    present = np.abs(joints).sum(axis=(2, 3)) > 0  # (T, 2)
+    if present.any():
+        xy = joints[..., :2][present]  # (n, 25, 2)
+        lo, hi = xy.reshape(-1, 2).min(axis=0), xy.reshape(-1, 2).max(axis=0)
+        scale = 0.8 * TILE / max(float((hi - lo).max()), 1e-6)
+        centre = (lo + hi) / 2
+        steps = np.unique(np.linspace(0, len(joints) - 1, frames_drawn).round().astype(int))
+        for k, t in enumerate(steps):
+            fade = 0.25 + 0.75 * (k + 1) / len(steps)  # later frames darker
+            for actor in range(2):
+                if not present[t, actor]:
+                    continue
+                points = (joints[t, actor, :, :2] - centre) * scale * [1, -1] + TILE / 2
+                colour = tuple(int(255 - fade * (255 - c)) for c in ACTOR_COLOURS[actor])
+                for a, b in BONES:
+                    cv2.line(tile, tuple(points[a].astype(int)), tuple(points[b].astype(int)), colour, 1,
+                             cv2.LINE_AA)
+    for row, text in enumerate(caption.split("\n")[:2]):
+        cv2.putText(tile, text[:30], (4, TILE + 12 + 13 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return tile
+
+
+def contact_sheet(group: zarr.Group, indices: list[int], columns: int = 8) -> np.ndarray:
+    """A grid of tiles for the given sample indices, read sample by sample."""
+    class_names = group.attrs.get("class_names", [])
+    tiles = []
+    for index in indices:
+        sample = read_sample(group, index)
+        label = sample["label"]
+        caption = f"{sample['name']}\n{class_names[label] if label < len(class_names) else label}"
+        if sample["status"] != STATUS_NAMES[0]:
+            caption = f"{sample['name']}\n{sample['status']}"
+        tiles.append(draw_tile(sample["joints"], caption))
+    rows = -(-len(tiles) // columns)
+    blank = np.full_like(tiles[0], 255)
+    tiles += [blank] * (rows * columns - len(tiles))
+    grid = [np.hstack(tiles[r * columns:(r + 1) * columns]) for r in range(rows)]
+    return np.vstack(grid)
+
+
+def write_contact_sheet(group: zarr.Group, out: Path, num_samples: int = 48, columns: int = 8) -> list[int]:
+    """Write a PNG of up to num_samples samples spread evenly over the store; returns their indices."""
+    n = group["samples/name"].shape[0]
+    if n == 0:
+        raise ValueError("the store holds no sample")
+    indices = sorted(set(np.linspace(0, n - 1, min(num_samples, n)).round().astype(int).tolist()))
+    image = contact_sheet(group, indices, columns)
+    if not cv2.imwrite(str(out), image):
+        raise OSError(f"{out}: could not write the image")
+    return indices
