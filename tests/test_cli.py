@@ -1,0 +1,96 @@
+"""`ntu-prep` through click's CliRunner: the commands a user types, their output and exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.prep import main
+from cli.train import main as train_main
+from ntu_pipeline.sheet import ACTOR_COLOURS, TILE
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A synthetic corpus run through synth, extract and split, as `make demo` does."""
+    root = tmp_path_factory.mktemp("cli")
+    runner = CliRunner()
+    result = runner.invoke(main, ["synth", str(root / "raw"), "--samples", "24", "--classes", "3"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 24" in result.output
+    result = runner.invoke(main, ["extract", "--skeletons", str(root / "raw"), "--out", str(root / "s.zarr"),
+                                  "--dataset", "ntu60", "--shard-size", "8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "ok 24" in result.output
+    return root / "s.zarr"
+
+
+def test_split_prints_the_counts(prepared):
+    result = CliRunner().invoke(main, ["split", "--protocol", "xsub", str(prepared)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("xsub: train ") and "test" in result.output
+
+
+def test_info_and_verify(prepared):
+    result = CliRunner().invoke(main, ["info", str(prepared)])
+    assert result.exit_code == 0, result.output
+    assert "ntu-prep/1, ntu60, 24 samples, state complete" in result.output
+    assert "skeleton/joints: (24, 300, 2, 25, 3) float32" in result.output
+    result = CliRunner().invoke(main, ["verify", str(prepared)])
+    assert result.exit_code == 0 and result.output.strip().endswith(": ok")
+
+
+def test_verify_exits_1_listing_problems(prepared, tmp_path):
+    import shutil
+
+    import zarr
+
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(prepared, broken)
+    zarr.open_group(str(broken), mode="r+")["progress/shard_done"][0] = 0
+    result = CliRunner().invoke(main, ["verify", str(broken)])
+    assert result.exit_code == 1
+    assert "problem: 1 of 3 shards not written" in result.output
+
+
+def test_protocols_prints_the_official_counts():
+    result = CliRunner().invoke(main, ["protocols"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert "train  40091 test  16487" in lines["xsub"] and "train  40320 test  16560" in lines["xsub"]
+    assert "train  54468 test  59477" in lines["xset120"]
+
+
+def test_user_errors_are_messages_not_tracebacks(prepared, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["extract", "--skeletons", str(empty), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "no *.skeleton file" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["split", "--protocol", "xsub120", str(prepared)])
+    assert result.exit_code == 1 and "defined on ntu120" in result.output
+    result = CliRunner().invoke(main, ["info", str(empty)])
+    assert result.exit_code == 1 and "not a zarr store" in result.output
+
+
+def test_sheet_draws_each_sample(prepared, tmp_path):
+    out = tmp_path / "sheet.png"
+    result = CliRunner().invoke(main, ["sheet", str(prepared), str(out), "--samples", "8", "--columns", "4"])
+    assert result.exit_code == 0, result.output
+    image = cv2.imread(str(out))
+    assert image.shape[1] == 4 * TILE and image.shape[0] > 2 * TILE
+    tiles = [image[r * (image.shape[0] // 2):(r * (image.shape[0] // 2)) + TILE, c * TILE:(c + 1) * TILE]
+             for r in range(2) for c in range(4)]
+    blue = np.array(ACTOR_COLOURS[0])
+    for tile in tiles:  # every tile has actor 1 drawn in (faded) blue
+        bluish = (tile[..., 0].astype(int) - tile[..., 2].astype(int)) > 60
+        assert bluish.sum() > 50, blue
+
+
+def test_ntu_train_says_it_is_not_built_yet():
+    result = CliRunner().invoke(train_main, [])
+    assert result.exit_code == 2 and "not built yet" in result.output
