@@ -28,6 +28,7 @@ from .errors import NTUPrepError, SampleNameError, StoreFormatError
 from .manifests import DATASETS, MAX_SETUP, NUM_CLASSES, all_samples, class_names, missing_samples
 from .progress import ProgressBar
 from .sample_id import SampleId
+from .shards import write_whole_shard
 from .skeleton import parse_skeleton
 from .store import (
     CODEC,
@@ -173,8 +174,8 @@ def write_shard(task: ShardTask) -> dict[str, int]:
         table["status"][i] = STATUS_CODES[status]
         table["note"][i] = prepared.note
     stop = task.start + k
-    for name, block in blocks.items():
-        group["skeleton"][name][task.start:stop] = block
+    for name, block in blocks.items():  # whole shards, encoded here: see shards.py for why
+        write_whole_shard(Path(task.store), group["skeleton"][name], task.shard, block)
     for name, values in table.items():
         group["samples"][name][task.start:stop] = np.asarray(values, dtype=object) if isinstance(
             values, list) else values

@@ -1,0 +1,93 @@
+"""Write one whole shard of a sharded zarr v3 array, encoding it here instead of through zarr.
+
+    write_whole_shard(store_root, group["skeleton/joints"], shard=3, block=joints)  # (S, 300, 2, 25, 3)
+
+Why: zarr 3.1's shard writer spends about 350 us of Python per inner chunk (its async codec pipeline),
+~1 ms per sample for the skeleton arrays, which is most of the whole stage's budget (bench/store_codec.py
+and bench/skeleton_stage.py measure it). The bytes written are exactly what zarr writes for the same
+data (tests/test_shards.py compares them), so zarr reads the result natively.
+
+The format (zarr v3 sharding codec, index at the end): the encoded inner chunks one after another in
+Morton order (for a chunk grid that varies along the first axis only, plain order), then the index, an
+array (chunks_per_shard..., 2) of little-endian uint64 (offset, nbytes), both 2**64 - 1 for a chunk left
+out, followed by the crc32c of the index as little-endian uint32. A chunk equal to the fill value is left
+out (zarr's write_empty_chunks=False), and a shard with no chunk is no file at all.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import google_crc32c
+import numcodecs
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec
+
+EMPTY = np.uint64(2**64 - 1)
+
+
+def _inner_encoder(array: zarr.Array) -> numcodecs.Blosc:
+    """The numcodecs Blosc that zarr itself would use for this array's inner chunks."""
+    (sharding,) = array.metadata.codecs
+    if not isinstance(sharding, ShardingCodec):
+        raise ValueError(f"{array.path}: not a sharded array")
+    inner = sharding.codecs
+    if len(inner) != 2 or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec):
+        raise ValueError(f"{array.path}: expected inner codecs bytes + blosc, found {inner}")
+    if sharding.index_location.value != "end":
+        raise ValueError(f"{array.path}: shard index must be at the end")
+    blosc = inner[1]
+    shuffle = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
+               "bitshuffle": numcodecs.Blosc.BITSHUFFLE}[blosc.shuffle.value]
+    return numcodecs.Blosc(cname=blosc.cname.value, clevel=blosc.clevel, shuffle=shuffle,
+                           blocksize=blosc.blocksize, typesize=array.dtype.itemsize)
+
+
+def encode_shard(block: np.ndarray, chunks_per_shard: int, encoder: numcodecs.Blosc) -> bytes | None:
+    """The bytes of a shard whose inner chunks are block[0], block[1], ... (one sample each).
+
+    block: (k, *chunk_shape) with k <= chunks_per_shard (the last shard of an array may be short;
+    its missing chunks are left out). Fill value 0. Returns None when every chunk is empty.
+    """
+    index = np.full((chunks_per_shard, 2), EMPTY, dtype="<u8")
+    parts, offset = [], 0
+    nonzero = block.reshape(len(block), -1).any(axis=1)
+    for i in np.flatnonzero(nonzero):
+        data = encoder.encode(np.ascontiguousarray(block[i], dtype=block.dtype.newbyteorder("<")))
+        parts.append(data)
+        index[i] = (offset, len(data))
+        offset += len(data)
+    if not parts:
+        return None
+    index_bytes = index.tobytes()
+    checksum = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
+    return b"".join([*parts, index_bytes, checksum])
+
+
+def shard_path(store_root: Path, array: zarr.Array, shard: int) -> Path:
+    """The file of shard `shard` (along the first axis) under the default "/" chunk key encoding."""
+    encoding = array.metadata.chunk_key_encoding
+    if getattr(encoding, "separator", "/") != "/" or encoding.name != "default":
+        raise ValueError(f"{array.path}: unsupported chunk key encoding {encoding}")
+    return Path(store_root, array.path, "c", str(shard), *(["0"] * (array.ndim - 1)))
+
+
+def write_whole_shard(store_root: Path, array: zarr.Array, shard: int, block: np.ndarray) -> None:
+    """Write (or remove, when all empty) shard `shard` of `array`; block as in encode_shard."""
+    per_shard = array.shards[0]
+    if array.chunks[0] != 1 or array.shards[1:] != array.shape[1:] or array.chunks[1:] != array.shape[1:]:
+        raise ValueError(f"{array.path}: expected one sample per chunk and whole samples per shard")
+    if array.fill_value != 0:
+        raise ValueError(f"{array.path}: fill value must be 0")
+    data = encode_shard(block, per_shard, _inner_encoder(array))
+    path = shard_path(store_root, array, shard)
+    if data is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")  # atomic, as zarr's own writes
+    partial.write_bytes(data)
+    os.replace(partial, path)
