@@ -40,8 +40,12 @@ def real_arrays(samples_dir: Path, count: int) -> np.ndarray:
     files = sorted((samples_dir / "skeletons").glob("*.skeleton"))
     if not files:
         raise SystemExit(f"no real samples under {samples_dir}/skeletons (set NTU_SAMPLES)")
+    out = np.zeros((count, MAX_FRAMES, 2, 25, 3), np.float32)  # zero-padded, as in the store
     prepared = [prepare_skeleton(f).arrays["joints"] for f in files]
-    return np.stack([prepared[i % len(prepared)] for i in range(count)])  # (N, 300, 2, 25, 3)
+    for i in range(count):
+        joints = prepared[i % len(prepared)]
+        out[i, :len(joints)] = joints
+    return out
 
 
 def measure(data: np.ndarray, codec, path: Path, shard: int) -> dict[str, float]:

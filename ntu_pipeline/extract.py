@@ -118,7 +118,7 @@ class ExtractSummary:
 
 @dataclass(frozen=True, eq=False)
 class PreparedSkeleton:
-    """One sample's skeleton arrays, padded to MAX_FRAMES (shapes as in the store, without N)."""
+    """One sample's skeleton arrays over its frames kept: (num_frames, *tail) as in SKELETON_ARRAYS."""
 
     arrays: dict[str, np.ndarray]
     num_frames: int
@@ -127,7 +127,7 @@ class PreparedSkeleton:
 
 
 def prepare_skeleton(path: str | Path) -> PreparedSkeleton:
-    """Parse, select actors, compute motion, pad to 300 frames. Raises NTUPrepError on bad input."""
+    """Parse, select actors, compute motion. Raises NTUPrepError on bad input."""
     record = parse_skeleton(path)
     actors = select_actors(record)
     n = actors.num_frames
@@ -135,17 +135,12 @@ def prepare_skeleton(path: str | Path) -> PreparedSkeleton:
         raise NTUPrepError(f"{path}: no body in any of its {record.num_frames} frames")
     if n > MAX_FRAMES:
         raise NTUPrepError(f"{path}: {n} frames kept; the store holds at most {MAX_FRAMES}")
-    unpadded = {
+    arrays = {
         "joints": actors.joints,
         "motion": motion(actors.joints, actors.present),
         "color_xy": actors.color_xy,
         "tracking": actors.tracking,
     }
-    arrays = {}
-    for spec in SKELETON_ARRAYS:
-        padded = np.zeros((MAX_FRAMES, *spec.tail), spec.dtype)
-        padded[:n] = unpadded[spec.name]
-        arrays[spec.name] = padded
     return PreparedSkeleton(arrays, n, actors.num_bodies, actors.note)
 
 
@@ -167,8 +162,8 @@ def write_shard(task: ShardTask) -> dict[str, int]:
             table["error"][i] = reason
             table["status"][i] = STATUS_CODES["failed" if status == "ok" else status]
             continue
-        for name, block in blocks.items():
-            block[i] = prepared.arrays[name]
+        for name, block in blocks.items():  # zero-padded to MAX_FRAMES by the block
+            block[i, :prepared.num_frames] = prepared.arrays[name]
         table["num_frames"][i] = prepared.num_frames
         table["num_bodies"][i] = prepared.num_bodies
         table["status"][i] = STATUS_CODES[status]
