@@ -60,7 +60,7 @@ def main():
 @click.option("--jobs", default=1, show_default=True, help="Parallel worker processes.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="loky", show_default=True)
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address (with --backend dask).")
-@click.option("--shard-size", default=64, show_default=True, help="Samples per shard (and per task).")
+@click.option("--shard-size", default=128, show_default=True, help="Samples per shard (and per task).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors

@@ -28,8 +28,8 @@ from .errors import NTUPrepError, SampleNameError, StoreFormatError
 from .manifests import DATASETS, MAX_SETUP, NUM_CLASSES, all_samples, class_names, missing_samples
 from .progress import ProgressBar
 from .sample_id import SampleId
-from .shards import write_whole_shard
-from .skeleton import parse_skeleton
+from .shards import assemble_shard, check_layout, chunk_encoder, write_shard_file
+from .skeleton import parse_skeleton, parse_skeleton_bytes
 from .store import (
     CODEC,
     MAX_FRAMES,
@@ -55,7 +55,7 @@ class ExtractConfig:
     jobs: int = 1
     backend: str = "loky"
     scheduler: str | None = None  # dask scheduler address; None: a LocalCluster of `jobs` workers
-    shard_size: int = 64
+    shard_size: int = 128
     overwrite: bool = False
     progress: bool = True
 
@@ -148,7 +148,11 @@ def write_shard(task: ShardTask) -> dict[str, int]:
     """Prepare every sample of one shard and write its files; runs in a worker process."""
     group = open_store(task.store, mode="r+")
     k = len(task.entries)
-    blocks = {spec.name: np.zeros((k, MAX_FRAMES, *spec.tail), spec.dtype) for spec in SKELETON_ARRAYS}
+    arrays = {spec.name: group[f"skeleton/{spec.name}"] for spec in SKELETON_ARRAYS}
+    encoders = {name: chunk_encoder(array) for name, array in arrays.items()}
+    # one padded sample per array, reused: encoding from it stays in cache (no shard-sized blocks)
+    padded = {spec.name: np.zeros((MAX_FRAMES, *spec.tail), spec.dtype) for spec in SKELETON_ARRAYS}
+    chunks: dict[str, list[bytes | None]] = {name: [None] * k for name in arrays}
     table = {
         "num_frames": np.zeros(k, "int32"), "num_bodies": np.zeros(k, "int16"),
         "status": np.zeros(k, "int8"), "error": [""] * k, "note": [""] * k,
@@ -162,17 +166,24 @@ def write_shard(task: ShardTask) -> dict[str, int]:
             table["error"][i] = reason
             table["status"][i] = STATUS_CODES["failed" if status == "ok" else status]
             continue
-        for name, block in blocks.items():  # zero-padded to MAX_FRAMES by the block
-            block[i, :prepared.num_frames] = prepared.arrays[name]
-        table["num_frames"][i] = prepared.num_frames
+        n = prepared.num_frames
+        for name, values in prepared.arrays.items():
+            if values.any():  # an all-zero chunk is left out, as zarr does
+                buffer = padded[name]
+                buffer[:n] = values
+                buffer[n:] = 0
+                chunks[name][i] = encoders[name].encode(buffer)
+        table["num_frames"][i] = n
         table["num_bodies"][i] = prepared.num_bodies
         table["status"][i] = STATUS_CODES[status]
         table["note"][i] = prepared.note
+    root = Path(task.store)
+    for name, array in arrays.items():  # whole shards, encoded here: see shards.py for why
+        check_layout(array)
+        write_shard_file(root, array, task.shard, assemble_shard(chunks[name], array.shards[0]))
     stop = task.start + k
-    for name, block in blocks.items():  # whole shards, encoded here: see shards.py for why
-        write_whole_shard(Path(task.store), group["skeleton"][name], task.shard, block)
     for name, values in table.items():
-        group["samples"][name][task.start:stop] = np.asarray(values, dtype=object) if isinstance(
+        group[f"samples/{name}"][task.start:stop] = np.asarray(values, dtype=object) if isinstance(
             values, list) else values
     group["progress/shard_done"][task.shard] = 1  # last: the shard counts only once all of it is written
     return {"shard": task.shard, "samples": k}
@@ -307,6 +318,7 @@ def extract(config: ExtractConfig) -> ExtractSummary:
         chunk = names[start:start + config.shard_size]
         entries = tuple(SampleEntry(n, str(files[n]), n in missing) for n in chunk)
         tasks.append(ShardTask(str(config.out), shard, start, entries))
+    parse_skeleton_bytes(b"0\n", "warm-up")  # compiles the kernel once, into the cache workers load
     todo = sum(len(t.entries) for t in tasks)
     with ProgressBar(todo, "samples", "extract", enabled=config.progress) as bar:
         for result in _run_tasks(tasks, config):

@@ -2,6 +2,11 @@
 
     write_whole_shard(store_root, group["skeleton/joints"], shard=3, block=joints)  # (S, 300, 2, 25, 3)
 
+    # or chunk by chunk, as the stage does (one small padded buffer, no shard-sized block):
+    encoder = chunk_encoder(array)
+    chunks = [encoder.encode(sample) if sample.any() else None for sample in samples]
+    write_shard_file(store_root, array, 3, assemble_shard(chunks, array.shards[0]))
+
 Why: zarr 3.1's shard writer spends about 350 us of Python per inner chunk (its async codec pipeline),
 ~1 ms per sample for the skeleton arrays, which is most of the whole stage's budget (bench/store_codec.py
 and bench/skeleton_stage.py measure it). The bytes written are exactly what zarr writes for the same
@@ -29,7 +34,7 @@ from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec
 EMPTY = np.uint64(2**64 - 1)
 
 
-def _inner_encoder(array: zarr.Array) -> numcodecs.Blosc:
+def chunk_encoder(array: zarr.Array) -> numcodecs.Blosc:
     """The numcodecs Blosc that zarr itself would use for this array's inner chunks."""
     (sharding,) = array.metadata.codecs
     if not isinstance(sharding, ShardingCodec):
@@ -46,17 +51,16 @@ def _inner_encoder(array: zarr.Array) -> numcodecs.Blosc:
                            blocksize=blosc.blocksize, typesize=array.dtype.itemsize)
 
 
-def encode_shard(block: np.ndarray, chunks_per_shard: int, encoder: numcodecs.Blosc) -> bytes | None:
-    """The bytes of a shard whose inner chunks are block[0], block[1], ... (one sample each).
+def assemble_shard(chunks: list[bytes | None], chunks_per_shard: int) -> bytes | None:
+    """The bytes of a shard from its encoded inner chunks in order (None: the chunk is left out).
 
-    block: (k, *chunk_shape) with k <= chunks_per_shard (the last shard of an array may be short;
-    its missing chunks are left out). Fill value 0. Returns None when every chunk is empty.
+    len(chunks) <= chunks_per_shard (the last shard of an array may be short). None when all are empty.
     """
     index = np.full((chunks_per_shard, 2), EMPTY, dtype="<u8")
     parts, offset = [], 0
-    nonzero = block.reshape(len(block), -1).any(axis=1)
-    for i in np.flatnonzero(nonzero):
-        data = encoder.encode(np.ascontiguousarray(block[i], dtype=block.dtype.newbyteorder("<")))
+    for i, data in enumerate(chunks):
+        if data is None:
+            continue
         parts.append(data)
         index[i] = (offset, len(data))
         offset += len(data)
@@ -67,6 +71,14 @@ def encode_shard(block: np.ndarray, chunks_per_shard: int, encoder: numcodecs.Bl
     return b"".join([*parts, index_bytes, checksum])
 
 
+def encode_shard(block: np.ndarray, chunks_per_shard: int, encoder: numcodecs.Blosc) -> bytes | None:
+    """The bytes of a shard whose inner chunks are block[0], block[1], ...; block (k, *chunk_shape).
+
+    A chunk equal to the fill value 0 is left out."""
+    block = np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("<"))
+    return assemble_shard([encoder.encode(b) if b.any() else None for b in block], chunks_per_shard)
+
+
 def shard_path(store_root: Path, array: zarr.Array, shard: int) -> Path:
     """The file of shard `shard` (along the first axis) under the default "/" chunk key encoding."""
     encoding = array.metadata.chunk_key_encoding
@@ -75,19 +87,27 @@ def shard_path(store_root: Path, array: zarr.Array, shard: int) -> Path:
     return Path(store_root, array.path, "c", str(shard), *(["0"] * (array.ndim - 1)))
 
 
-def write_whole_shard(store_root: Path, array: zarr.Array, shard: int, block: np.ndarray) -> None:
-    """Write (or remove, when all empty) shard `shard` of `array`; block as in encode_shard."""
-    per_shard = array.shards[0]
+def check_layout(array: zarr.Array) -> None:
+    """Refuse an array this module cannot write: it needs one sample per chunk, fill value 0."""
     if array.chunks[0] != 1 or array.shards[1:] != array.shape[1:] or array.chunks[1:] != array.shape[1:]:
         raise ValueError(f"{array.path}: expected one sample per chunk and whole samples per shard")
     if array.fill_value != 0:
         raise ValueError(f"{array.path}: fill value must be 0")
-    data = encode_shard(block, per_shard, _inner_encoder(array))
+
+
+def write_shard_file(store_root: Path, array: zarr.Array, shard: int, data: bytes | None) -> None:
+    """Write shard `shard`'s bytes atomically (as zarr's own writes are), or remove it when None."""
     path = shard_path(store_root, array, shard)
     if data is None:
         path.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")  # atomic, as zarr's own writes
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
     partial.write_bytes(data)
     os.replace(partial, path)
+
+
+def write_whole_shard(store_root: Path, array: zarr.Array, shard: int, block: np.ndarray) -> None:
+    """Write (or remove, when all empty) shard `shard` of `array`; block as in encode_shard."""
+    check_layout(array)
+    write_shard_file(store_root, array, shard, encode_shard(block, array.shards[0], chunk_encoder(array)))
