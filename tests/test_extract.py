@@ -141,6 +141,21 @@ def test_dask_backend_gives_the_same_store(corpus, serial_store, tmp_path):
     assert_stores_equal(serial_store, out)
 
 
+@pytest.mark.slow
+def test_dask_scheduler_address_runs_on_that_cluster(corpus, serial_store, tmp_path):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        out = tmp_path / "a.zarr"
+        extract(ExtractConfig(skeletons=corpus, out=out, dataset="ntu60", shard_size=8, backend="dask",
+                              scheduler=cluster.scheduler_address, progress=False))
+        with Client(cluster.scheduler_address) as client:
+            # the tasks ran on the cluster's worker, not in this process
+            prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+            assert "write_shard" in prefixes
+    assert_stores_equal(serial_store, out)
+
+
 def test_split_follows_the_protocol_fields(serial_store, tmp_path):
     out = tmp_path / "copy.zarr"
     shutil.copytree(serial_store, out)
