@@ -28,7 +28,7 @@ from .errors import NTUPrepError, SampleNameError, StoreFormatError
 from .manifests import DATASETS, MAX_SETUP, NUM_CLASSES, all_samples, class_names, missing_samples
 from .progress import ProgressBar
 from .sample_id import SampleId
-from .shards import assemble_shard, check_layout, chunk_encoder, write_shard_file
+from .shards import assemble_shard, check_layout, chunk_encoder, encode_chunk, write_shard_file
 from .skeleton import parse_skeleton, parse_skeleton_bytes
 from .store import (
     CODEC,
@@ -168,11 +168,10 @@ def write_shard(task: ShardTask) -> dict[str, int]:
             continue
         n = prepared.num_frames
         for name, values in prepared.arrays.items():
-            if values.any():  # an all-zero chunk is left out, as zarr does
-                buffer = padded[name]
-                buffer[:n] = values
-                buffer[n:] = 0
-                chunks[name][i] = encoders[name].encode(buffer)
+            buffer = padded[name]
+            buffer[:n] = values
+            buffer[n:] = 0
+            chunks[name][i] = encode_chunk(encoders[name], buffer)
         table["num_frames"][i] = n
         table["num_bodies"][i] = prepared.num_bodies
         table["status"][i] = STATUS_CODES[status]
