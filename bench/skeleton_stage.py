@@ -81,8 +81,8 @@ def run_phase(phase: str, corpus: Path, store: Path, repeat: int) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from plain_parser import read_skeleton_plain
 
-    from ntu_pipeline.extract import ExtractConfig, extract
-    from ntu_pipeline.skeleton import parse_skeleton
+    from ntu_pipeline.skeleton.parse import parse_skeleton
+    from ntu_pipeline.stages.runner import ExtractConfig, extract
 
     files = sorted(corpus.glob("*.skeleton"))
     nbytes = sum(f.stat().st_size for f in files)

@@ -4,7 +4,7 @@
 
 Takes the real samples in ../shared/ntu_samples/skeletons (NTU_SAMPLES overrides), runs the stage on
 them, tiles the prepared arrays up to --samples, and writes/reads `skeleton/joints`-shaped sharded arrays
-with each candidate codec, the way the stage writes them (whole shards, `ntu_pipeline.shards`). Reads go
+with each candidate codec, the way the stage writes them (whole shards, `ntu_pipeline.store.shards`). Reads go
 through zarr sample by sample, as a training loader does. Figures are printed as ratios against blosc at
 level 0 (no compression) measured in the same run. Blosc runs on one thread, as one worker does.
 """
@@ -23,9 +23,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from ntu_pipeline.extract import prepare_skeleton
-from ntu_pipeline.shards import write_whole_shard
+from ntu_pipeline.stages.runner import prepare_skeleton
 from ntu_pipeline.store import MAX_FRAMES
+from ntu_pipeline.store.shards import write_whole_shard
 
 CANDIDATES = {
     "none": BloscCodec(cname="lz4", clevel=0, shuffle="noshuffle"),

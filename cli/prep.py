@@ -17,9 +17,8 @@ import click
 
 from ntu_pipeline import __version__
 from ntu_pipeline.errors import NTUPrepError
-from ntu_pipeline.extract import BACKENDS, ExtractConfig, extract
 from ntu_pipeline.manifests import DATASETS, protocol_counts, protocols
-from ntu_pipeline.splits import make_split
+from ntu_pipeline.stages.runner import BACKENDS, ExtractConfig, extract
 from ntu_pipeline.store import (
     SKELETON_ARRAYS,
     STATUS_CODES,
@@ -30,6 +29,7 @@ from ntu_pipeline.store import (
     store_size_bytes,
     verify_store,
 )
+from ntu_pipeline.store.splits import make_split
 
 STORE = click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
 
@@ -162,7 +162,7 @@ def sheet_command(store, out, samples, columns):
 @_user_errors
 def synth_command(out, samples, classes, seed):
     """Write a synthetic corpus of NTU-format .skeleton files whose motion depends on the class."""
-    from ntu_pipeline.synth import write_corpus
+    from ntu_pipeline.synth.skeleton import write_corpus
 
     paths = write_corpus(out, samples, classes, seed)
     click.echo(f"wrote {len(paths)} .skeleton files under {out}")

@@ -12,13 +12,15 @@ import re
 import tomllib
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 
 from .sample_id import NAME_PATTERN, SampleId
 
-MANIFEST_DIR = Path(__file__).resolve().parent.parent / "data_manifests"
+# `data_manifests/` at the top of the repository, shipped in the wheel as the package
+# `ntu_pipeline.data_manifests` (pyproject.toml maps it), so both installs find it the same way.
+MANIFEST_PACKAGE = "ntu_pipeline.data_manifests"
 DATASETS = ("ntu60", "ntu120")
 MAX_SETUP = {"ntu60": 17, "ntu120": 32}
 NUM_CLASSES = {"ntu60": 60, "ntu120": 120}
@@ -49,8 +51,13 @@ def _check_dataset(dataset: str) -> None:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
 
 
-def _read_names(path: Path) -> list[str]:
-    names = [line.strip() for line in path.read_text().splitlines()]
+def read_manifest(filename: str) -> str:
+    """The text of one file of `data_manifests/`, wherever the package is installed."""
+    return resources.files(MANIFEST_PACKAGE).joinpath(filename).read_text(encoding="utf-8")
+
+
+def _read_names(filename: str) -> list[str]:
+    names = [line.strip() for line in read_manifest(filename).splitlines()]
     return [n for n in names if NAME_PATTERN.match(n)]  # skips the missing lists' header lines
 
 
@@ -58,14 +65,14 @@ def _read_names(path: Path) -> list[str]:
 def available_samples(dataset: str) -> tuple[str, ...]:
     """Names with complete skeletons, sorted (NTU60: 56,578; NTU120: 113,945)."""
     _check_dataset(dataset)
-    return tuple(sorted(_read_names(MANIFEST_DIR / _FILES[dataset][0])))
+    return tuple(sorted(_read_names(_FILES[dataset][0])))
 
 
 @cache
 def missing_samples(dataset: str) -> frozenset[str]:
     """The official missing-skeleton list (NTU60: 302; NTU120: 535)."""
     _check_dataset(dataset)
-    return frozenset(_read_names(MANIFEST_DIR / _FILES[dataset][1]))
+    return frozenset(_read_names(_FILES[dataset][1]))
 
 
 def all_samples(dataset: str) -> tuple[str, ...]:
@@ -78,7 +85,7 @@ def class_names(dataset: str) -> tuple[str, ...]:
     """Class names in label order (index 0 is A001)."""
     _check_dataset(dataset)
     names = []
-    for line in (MANIFEST_DIR / _FILES[dataset][2]).read_text().splitlines():
+    for line in read_manifest(_FILES[dataset][2]).splitlines():
         match = re.match(r"^\*\s*A(\d+)\.\s*(.*?)\.?\s*$", line)
         if match:
             names.append((int(match.group(1)), match.group(2)))
@@ -89,7 +96,7 @@ def class_names(dataset: str) -> tuple[str, ...]:
 
 @cache
 def protocols() -> dict[str, Protocol]:
-    raw = tomllib.loads((MANIFEST_DIR / "protocols.toml").read_text())
+    raw = tomllib.loads(read_manifest("protocols.toml"))
     out = {}
     for name, spec in raw.items():
         train = spec["train"] if isinstance(spec["train"], str) else tuple(spec["train"])

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import zarr
 
-from .store import STATUS_NAMES, read_sample
+from .store.schema import STATUS_NAMES, read_sample
 
 # NTU's 24 bones, 0-based joint pairs (the Kinect v2 skeleton).
 BONES = (

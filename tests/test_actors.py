@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ntu_pipeline.actors import (
+from ntu_pipeline.skeleton.actors import (
     MAX_WIDE_RATIO,
     body_motion,
     denoise,
@@ -14,7 +14,7 @@ from ntu_pipeline.actors import (
     split_bodies,
     wide_frames,
 )
-from ntu_pipeline.skeleton import SkeletonRecord
+from ntu_pipeline.skeleton.parse import SkeletonRecord
 
 BIG_ID = 72057594037931101  # > 2**53: a float would merge it with its neighbours
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import zarr
 
-from ntu_pipeline.actors import motion
 from ntu_pipeline.errors import StoreFormatError
-from ntu_pipeline.extract import ExtractConfig, extract, prepare_skeleton
 from ntu_pipeline.manifests import missing_samples
 from ntu_pipeline.sample_id import SampleId
-from ntu_pipeline.splits import make_split
+from ntu_pipeline.skeleton.actors import motion
+from ntu_pipeline.stages.runner import ExtractConfig, extract, prepare_skeleton
 from ntu_pipeline.store import MAX_FRAMES, STATUS_CODES, open_store, read_sample, read_strings, verify_store
-from ntu_pipeline.synth import write_corpus
+from ntu_pipeline.store.splits import make_split
+from ntu_pipeline.synth.skeleton import write_corpus
 
 MISSING_NAME = sorted(missing_samples("ntu60"))[0]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ntu_pipeline.normalize import (
+from ntu_pipeline.skeleton.normalize import (
     LEFT_SHOULDER,
     RIGHT_SHOULDER,
     SPINE_BASE,

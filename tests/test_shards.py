@@ -9,7 +9,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec
 
-from ntu_pipeline.shards import shard_path, write_whole_shard
+from ntu_pipeline.store.shards import shard_path, write_whole_shard
 
 
 def make_array(root: Path, name: str, dtype: str, tail: tuple[int, ...], codec: BloscCodec, n=10, per=4):

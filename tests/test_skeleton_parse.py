@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ntu_pipeline.errors import SkeletonFormatError
-from ntu_pipeline.skeleton import (
+from ntu_pipeline.skeleton.parse import (
     BODY_FIELDS,
     JOINT_FIELDS,
     NUM_JOINTS,

@@ -9,7 +9,7 @@ import pytest
 
 from ntu_pipeline.manifests import get_protocol
 from ntu_pipeline.sample_id import SampleId
-from ntu_pipeline.synth import (
+from ntu_pipeline.synth.skeleton import (
     COLOR_CAMERA,
     DEPTH_CAMERA,
     class_motion,
@@ -172,7 +172,7 @@ def test_projections_use_the_documented_intrinsics(corpus):
 
 
 def test_intrinsics_reproduce_the_real_files(ntu_samples):
-    from ntu_pipeline.skeleton import parse_skeleton
+    from ntu_pipeline.skeleton.parse import parse_skeleton
 
     for path in sorted((ntu_samples / "skeletons").glob("*.skeleton")):
         joints = parse_skeleton(path).joints  # (R, 25, 12)
@@ -181,8 +181,8 @@ def test_intrinsics_reproduce_the_real_files(ntu_samples):
 
 
 def test_round_trip_through_the_parser_and_the_denoiser(corpus):
-    from ntu_pipeline.actors import select_actors
-    from ntu_pipeline.skeleton import parse_skeleton
+    from ntu_pipeline.skeleton.actors import select_actors
+    from ntu_pipeline.skeleton.parse import parse_skeleton
 
     paths, scenes, _ = corpus
     for path, scene in zip(paths, scenes, strict=True):

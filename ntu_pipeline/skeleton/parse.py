@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SkeletonFormatError
 from ._tokenize import (
     BAD_TOKEN,
     BODY_COUNT_LINE,
@@ -40,7 +41,6 @@ from ._tokenize import (
     padded_size,
     scan_skeleton,
 )
-from .errors import SkeletonFormatError
 
 NUM_JOINTS = 25
 BODY_FIELDS = (

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from .errors import StoreFormatError
+from ..errors import StoreFormatError
 
 FORMAT = "ntu-prep/1"
 MAX_FRAMES = 300

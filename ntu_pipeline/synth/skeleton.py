@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifests import get_protocol
-from .sample_id import SampleId
+from ..manifests import get_protocol
+from ..sample_id import SampleId
 
 FPS = 30
 MIN_FRAMES, MAX_FRAMES = 40, 150

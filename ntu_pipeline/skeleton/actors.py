@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .skeleton import JOINT_FIELDS, NUM_JOINTS, SkeletonRecord
+from .parse import JOINT_FIELDS, NUM_JOINTS, SkeletonRecord
 
 MAX_ACTORS = 2
 MIN_TRACKED_FRAMES = 12  # bodies tracked for <= 11 frames are noise

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
-from .errors import StoreFormatError
-from .manifests import get_protocol
-from .store import STATUS_CODES, write_split
+from ..errors import StoreFormatError
+from ..manifests import get_protocol
+from .schema import STATUS_CODES, write_split
 
 
 @dataclass(frozen=True, eq=False)

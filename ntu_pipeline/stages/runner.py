@@ -22,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .actors import MAX_WIDE_RATIO, MIN_TRACKED_FRAMES, WIDE_SPREAD, motion, select_actors
-from .errors import NTUPrepError, SampleNameError, StoreFormatError
-from .manifests import DATASETS, MAX_SETUP, NUM_CLASSES, all_samples, class_names, missing_samples
-from .progress import ProgressBar
-from .sample_id import SampleId
-from .shards import assemble_shard, check_layout, chunk_encoder, encode_chunk, write_shard_file
-from .skeleton import parse_skeleton, parse_skeleton_bytes
-from .store import (
+from .. import __version__
+from ..errors import NTUPrepError, SampleNameError, StoreFormatError
+from ..manifests import DATASETS, MAX_SETUP, NUM_CLASSES, all_samples, class_names, missing_samples
+from ..progress import ProgressBar
+from ..sample_id import SampleId
+from ..skeleton.actors import MAX_WIDE_RATIO, MIN_TRACKED_FRAMES, WIDE_SPREAD, motion, select_actors
+from ..skeleton.parse import parse_skeleton, parse_skeleton_bytes
+from ..store.schema import (
     CODEC,
     MAX_FRAMES,
     META_FIELDS,
@@ -41,6 +40,7 @@ from .store import (
     read_strings,
     status_counts,
 )
+from ..store.shards import assemble_shard, check_layout, chunk_encoder, encode_chunk, write_shard_file
 
 BACKENDS = ("loky", "dask")
 

@@ -1,0 +1,1 @@
+"""The official NTU facts as files; read them through `ntu_pipeline.manifests`."""

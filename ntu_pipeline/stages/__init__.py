@@ -1,0 +1,1 @@
+"""Stages: each prepares one sample into the arrays it declares; `runner` shards, writes, resumes, reports."""

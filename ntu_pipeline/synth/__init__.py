@@ -1,0 +1,1 @@
+"""A synthetic NTU corpus in the exact download formats (`skeleton`: `.skeleton` text)."""
