@@ -1,92 +1,132 @@
 """`ntu-prep`: prepare NTU RGB+D 60/120 for training.
 
-    ntu-prep extract --skeletons nturgb+d_skeletons/ --out ntu60.zarr --jobs 8
+    ntu-prep extract --skeletons nturgb+d_skeletons/ --videos nturgb+d_rgb/ --out ntu60.zarr --jobs 8
     ntu-prep split --protocol xsub ntu60.zarr
     ntu-prep info ntu60.zarr
     ntu-prep verify ntu60.zarr
     ntu-prep protocols
     ntu-prep sheet ntu60.zarr sheet.png
+    ntu-prep preview ntu60.zarr S001C001P001R001A001 -o preview.png
     ntu-prep synth demo_raw/ --samples 240 --classes 6
+
+Exit codes: 0 done (samples that failed are listed in the summary and the store); 1 an error, a store
+that fails `verify`, or an `extract` in which every sample failed; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
+import sys
+from functools import wraps
 from pathlib import Path
 
 import click
 
 from ntu_pipeline import __version__
-from ntu_pipeline.errors import NTUPrepError
+from ntu_pipeline.errors import Interrupted, NTUPrepError
 from ntu_pipeline.manifests import DATASETS, protocol_counts, protocols
+from ntu_pipeline.stages.interrupt import MESSAGE as INTERRUPTED
 from ntu_pipeline.stages.runner import BACKENDS, ExtractConfig, extract
-from ntu_pipeline.store import (
-    SKELETON_ARRAYS,
-    STATUS_CODES,
-    open_store,
-    read_strings,
-    split_indices,
-    status_counts,
-    store_size_bytes,
-    verify_store,
-)
+from ntu_pipeline.store import open_store, read_strings, split_indices, status_counts, store_size_bytes
+from ntu_pipeline.store.lock import store_lock
+from ntu_pipeline.store.schema import STATUS_CODES, stage_info
 from ntu_pipeline.store.splits import make_split
 
 STORE = click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+CONTEXT = {"max_content_width": 110, "help_option_names": ["-h", "--help"]}
 
 
 def _user_errors(fn):
     """Turn the pipeline's errors about the user's input into one-line messages, not tracebacks."""
+    @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (NTUPrepError, ValueError, OSError) as err:
+        except (Interrupted, KeyboardInterrupt):
+            click.echo(INTERRUPTED, err=True)
+            sys.exit(130)
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            raise click.ClickException(f"{where}{err.strerror or err}") from err
+        except (NTUPrepError, ValueError) as err:
             raise click.ClickException(str(err)) from err
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
 
 
-@click.group()
+@click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="ntu-prep")
 def main():
-    """Turn the raw NTU RGB+D downloads into an aligned, sharded zarr store."""
+    """Turn the raw NTU RGB+D downloads into an aligned, sharded zarr store.
+
+    Exit codes: 0 done; 1 error (or nothing succeeded, or verify found problems); 130 interrupted.
+    """
 
 
 @main.command("extract")
-@click.option("--skeletons", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--skeletons", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder searched recursively for *.skeleton files.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="The store to write (a folder).")
+@click.option("--videos", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder searched recursively for *_rgb.avi files (the RGB stage; with --skeletons, "
+                   "or onto an existing store).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The store (a folder): new, empty, or an ntu-prep store to resume or add to.")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None,
               help="Default: ntu120 if any file is of setup > 17 or action > 60, else ntu60.")
-@click.option("--jobs", default=1, show_default=True, help="Parallel worker processes.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="loky", show_default=True)
-@click.option("--scheduler", default=None, help="dask.distributed scheduler address (with --backend dask).")
-@click.option("--shard-size", default=128, show_default=True, help="Samples per shard (and per task).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
+@click.option("--jobs", default=1, show_default=True, help="Parallel worker processes (one per core).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="loky", show_default=True,
+              help="loky: processes on this machine; dask: a dask.distributed cluster (see --scheduler).")
+@click.option("--scheduler", default=None,
+              help="Address of a running dask scheduler (with --backend dask; default: a local cluster of "
+                   "--jobs workers). Its workers must see the input and --out at the same absolute paths.")
+@click.option("--shard-size", default=128, show_default=True, help="Skeleton samples per shard (and task).")
+@click.option("--frames", default="32", show_default=True,
+              help="RGB frames per sample, spread evenly over the video; 'all': every frame up to 300.")
+@click.option("--size", default=256, show_default=True, help="Side of the square RGB crop, in pixels.")
+@click.option("--rgb-codec", type=click.Choice(["jpeg", "lz4"]), default="jpeg", show_default=True,
+              help="jpeg: quality --quality, ~10x smaller; lz4: lossless (blosc lz4).")
+@click.option("--quality", default=90, show_default=True, help="JPEG quality of the RGB frames.")
+@click.option("--rgb-shard-size", default=16, show_default=True, help="RGB samples per shard (and task).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing ntu-prep store instead of resuming it (other folders are never "
+                   "replaced).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def extract_command(skeletons, out, dataset, jobs, backend, scheduler, shard_size, overwrite, quiet):
-    """Parse, denoise and store every skeleton; resumes an interrupted run."""
-    config = ExtractConfig(skeletons=skeletons, out=out, dataset=dataset, jobs=jobs, backend=backend,
-                           scheduler=scheduler, shard_size=shard_size, overwrite=overwrite,
-                           progress=not quiet)
-    summary = extract(config)
+def extract_command(skeletons, videos, out, dataset, jobs, backend, scheduler, shard_size, frames, size,
+                    rgb_codec, quality, rgb_shard_size, overwrite, quiet):
+    """Parse, denoise and store every skeleton; decode, crop and store every video.
+
+    To resume an interrupted run (Ctrl-C, kill -9, a crash), or to repair shards that `verify` reports
+    damaged, rerun the same command: finished shards are kept and the rest are prepared again.
+    """
+    if frames != "all" and not frames.isdigit():
+        raise click.BadParameter("a number of frames, or 'all'", param_hint="--frames")
+    config = ExtractConfig(
+        skeletons=skeletons, videos=videos, out=out, dataset=dataset, jobs=jobs, backend=backend,
+        scheduler=scheduler, shard_size=shard_size, rgb_frames=None if frames == "all" else int(frames),
+        rgb_size=size, rgb_codec=rgb_codec, rgb_quality=quality, rgb_shard_size=rgb_shard_size,
+        overwrite=overwrite, progress=not quiet)
+    summary = extract(config, say=lambda line: click.echo(line, err=True))
     click.echo(summary.describe())
+    if summary.nothing_succeeded:
+        raise click.ClickException("every sample failed: nothing usable was prepared (reasons above)")
 
 
 @main.command("split")
-@click.option("--protocol", required=True, type=click.Choice(sorted(protocols())))
+@click.option("--protocol", required=True, type=click.Choice(sorted(protocols())),
+              help="xsub/xview (NTU60: by performer, by camera), xsub120/xset120 (NTU120: by performer, "
+                   "by setup parity).")
 @click.option("--keep-missing", is_flag=True, help="Keep samples on the official missing-skeleton list.")
 @STORE
 @_user_errors
 def split_command(protocol, keep_missing, store):
     """Write splits/<protocol>/{train,test} and print the counts."""
-    result = make_split(open_store(store, mode="r+"), protocol, keep_missing)
+    with store_lock(store, "split"):
+        result = make_split(open_store(store, mode="r+"), protocol, keep_missing)
     click.echo(result.describe())
 
 
 @main.command("protocols")
 def protocols_command():
-    """Print each protocol's train/test counts over the full dataset, from the manifests alone."""
+    """Train/test counts of every protocol, from the official lists."""
     for name, protocol in protocols().items():
         train, test = protocol_counts(name, keep_missing=False)
         full_train, full_test = protocol_counts(name, keep_missing=True)
@@ -103,40 +143,58 @@ def info_command(store):
     group = open_store(store)
     attrs = dict(group.attrs)
     n = group["samples/name"].shape[0]
+    names = None
     click.echo(f"{store}: {attrs['format']}, {attrs['dataset']}, {n} samples, state {attrs.get('state')}, "
                f"made by ntu-prep {attrs.get('ntu_prep_version')}")
-    click.echo("status: " + ", ".join(f"{k} {v}" for k, v in status_counts(group).items()))
-    for spec in SKELETON_ARRAYS:
-        array = group["skeleton"][spec.name]
-        click.echo(f"skeleton/{spec.name}: {array.shape} {array.dtype}, chunk {array.chunks}, "
-                   f"shard {array.shards}")
-    click.echo(f"options: {attrs.get('options')}")
+    for stage in attrs.get("stages", {}):
+        info = stage_info(group, stage)
+        counts = status_counts(group, info["status"])
+        click.echo(f"{stage}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+                   + f"; from {info['source']['folder']} ({info['source']['num_files']} files)")
+        click.echo(f"{stage} options: {info['options']}")
+        for path in group[info["digest"]].attrs["files"]:
+            array = group[path]
+            layout = f"chunk {array.chunks}" + (f", shard {array.shards}" if array.shards else "")
+            click.echo(f"  {path}: {array.shape} {array.dtype}, {layout}")
+        failed = [int(i) for i in (group[info["status"]][:] == STATUS_CODES["failed"]).nonzero()[0]]
+        if failed:
+            names = names or read_strings(group["samples/name"])
+            errors = read_strings(group[info["error"]])
+            for i in failed[:20]:
+                click.echo(f"  failed: {names[i]}: {errors[i]}")
+            if len(failed) > 20:
+                click.echo(f"  ... and {len(failed) - 20} more failed samples ({info['error']})")
     click.echo(f"size on disk: {store_size_bytes(store) / 2**20:.1f} MiB")
     for protocol in group["splits"].group_keys():
         train, test = split_indices(group, protocol)
-        click.echo(f"split {protocol}: train {len(train)}, test {len(test)}")
-    status = group["samples/status"][:]
-    failed = [i for i in range(n) if status[i] == STATUS_CODES["failed"]]
-    if failed:
-        names, errors = read_strings(group["samples/name"]), read_strings(group["samples/error"])
-        for i in failed[:20]:
-            click.echo(f"failed: {names[i]}: {errors[i]}")
-        if len(failed) > 20:
-            click.echo(f"... and {len(failed) - 20} more failed samples (samples/error)")
+        split_attrs = dict(group["splits"][protocol].attrs)
+        kept = "missing_skeleton samples kept" if split_attrs.get("keep_missing") else (
+            f"{split_attrs.get('excluded_missing', 0)} missing_skeleton excluded")
+        click.echo(f"split {protocol}: train {len(train)}, test {len(test)} ({kept}, "
+                   f"{split_attrs.get('excluded_failed', 0)} failed excluded)")
     for item in attrs.get("ignored_files", []):
         click.echo(f"ignored: {item['path']}: {item['reason']}")
 
 
 @main.command("verify")
 @STORE
+@click.option("--deep", is_flag=True, help="Also decode every shard and check the padding (slower).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def verify_command(store):
+def verify_command(store, deep, quiet):
     """Check a store's integrity; exit 1 with the list of problems."""
-    problems = verify_store(open_store(store))
+    from ntu_pipeline.progress import ProgressBar
+    from ntu_pipeline.store.schema import num_shards, verify_store
+
+    group = open_store(store)
+    n = group["samples/name"].shape[0]
+    total = sum(num_shards(n, info["shard_size"]) for info in group.attrs.get("stages", {}).values())
+    with ProgressBar(total, "shards", "verify", enabled=not quiet) as bar:
+        problems = verify_store(group, deep=deep, advance=bar.advance)
     if problems:
         for problem in problems:
             click.echo(f"problem: {problem}")
-        raise SystemExit(1)
+        sys.exit(1)
     click.echo(f"{store}: ok")
 
 
@@ -144,10 +202,10 @@ def verify_command(store):
 @STORE
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--samples", default=48, show_default=True, help="Tiles, spread evenly over the store.")
-@click.option("--columns", default=8, show_default=True)
+@click.option("--columns", default=8, show_default=True, help="Tiles per row.")
 @_user_errors
 def sheet_command(store, out, samples, columns):
-    """Draw a contact sheet (PNG) of the stored actors: one tile per sample."""
+    """Contact sheet (PNG) of the stored actors, a tile per sample."""
     from ntu_pipeline.sheet import write_contact_sheet
 
     indices = write_contact_sheet(open_store(store), out, samples, columns)
@@ -158,14 +216,21 @@ def sheet_command(store, out, samples, columns):
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--samples", default=240, show_default=True, help="Number of samples.")
 @click.option("--classes", default=6, show_default=True, help="Number of action classes (A001..).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the whole corpus: same seed, same files.")
+@click.option("--no-videos", is_flag=True, help="Write only the .skeleton files.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def synth_command(out, samples, classes, seed):
-    """Write a synthetic corpus of NTU-format .skeleton files whose motion depends on the class."""
-    from ntu_pipeline.synth.skeleton import write_corpus
+def synth_command(out, samples, classes, seed, no_videos, quiet):
+    """Write a synthetic NTU-format corpus (.skeleton files and _rgb.avi videos)."""
+    from ntu_pipeline.synth.corpus import write_synthetic_corpus
 
-    paths = write_corpus(out, samples, classes, seed)
-    click.echo(f"wrote {len(paths)} .skeleton files under {out}")
+    written = write_synthetic_corpus(out, samples, classes, seed, videos=not no_videos, progress=not quiet)
+    click.echo(f"wrote {written} samples under {out}")
+
+
+from cli.export import export_command  # noqa: E402
+
+main.add_command(export_command)
 
 
 if __name__ == "__main__":

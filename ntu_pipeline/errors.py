@@ -43,3 +43,15 @@ class VideoDecodeError(NTUPrepError):
 
 class StoreFormatError(NTUPrepError):
     """A store whose format version or layout this version of the package does not know."""
+
+
+class StoreWriteError(NTUPrepError):
+    """The operating system refused a write into the store (the message names the file)."""
+
+
+class StoreLockedError(NTUPrepError):
+    """Another process holds the store's write lock."""
+
+
+class Interrupted(NTUPrepError):
+    """The user pressed Ctrl-C; what was written so far is resumable."""

@@ -18,7 +18,9 @@ from ntu_pipeline.errors import StoreFormatError
 from ntu_pipeline.manifests import missing_samples
 from ntu_pipeline.sample_id import SampleId
 from ntu_pipeline.skeleton.actors import motion
-from ntu_pipeline.stages.runner import ExtractConfig, extract, prepare_skeleton
+from ntu_pipeline.stages.runner import ExtractConfig, extract
+from ntu_pipeline.stages.skeleton import prepare_skeleton
+from ntu_pipeline.stages.stage import SampleEntry
 from ntu_pipeline.store import MAX_FRAMES, STATUS_CODES, open_store, read_sample, read_strings, verify_store
 from ntu_pipeline.store.splits import make_split
 from ntu_pipeline.synth.skeleton import write_corpus
@@ -62,9 +64,11 @@ def serial_store(corpus, tmp_path_factory) -> Path:
 def test_store_follows_the_documented_schema(serial_store, corpus):
     group = open_store(serial_store)
     attrs = group.attrs
-    assert attrs["format"] == "ntu-prep/1" and attrs["dataset"] == "ntu60" and attrs["state"] == "complete"
-    assert attrs["counts"] == {"ok": 40, "missing_skeleton": 0, "failed": 0}
-    assert attrs["max_frames"] == MAX_FRAMES and attrs["options"]["shard_size"] == 8
+    assert attrs["format"] == "ntu-prep/2" and attrs["dataset"] == "ntu60" and attrs["state"] == "complete"
+    stage = attrs["stages"]["skeleton"]
+    assert stage["counts"] == {"ok": 40, "missing_skeleton": 0, "failed": 0, "absent": 0}
+    assert attrs["max_frames"] == MAX_FRAMES and stage["shard_size"] == 8 and stage["state"] == "complete"
+    assert Path(stage["source"]["folder"]).is_absolute() and stage["source"]["num_files"] == 40
     names = read_strings(group["samples/name"])
     assert names == sorted(names) and len(names) == 40
     assert all(len(n) == 20 for n in names)
@@ -87,10 +91,14 @@ def test_each_stored_sample_equals_the_stage_run_on_its_file(serial_store, corpu
     files = {p.stem: p for p in corpus.rglob("*.skeleton")}
     for index in (0, 17, 39):
         sample = read_sample(group, index)
-        prepared = prepare_skeleton(files[sample["name"]])
-        assert sample["num_frames"] == prepared.num_frames
+        prepared = prepare_skeleton(SampleEntry(sample["name"], index, str(files[sample["name"]]), False))
+        assert sample["num_frames"] == prepared.arrays["samples/num_frames"]
         for name in ("joints", "motion", "color_xy", "tracking"):
-            np.testing.assert_array_equal(sample[name], prepared.arrays[name])
+            np.testing.assert_array_equal(sample[name], prepared.arrays[f"skeleton/{name}"])
+        n = sample["num_frames"]
+        np.testing.assert_array_equal(sample["frame_index"], prepared.arrays["skeleton/frame_index"][:n])
+        assert (group["skeleton/frame_index"][index, n:] == -1).all()
+        assert (np.diff(sample["frame_index"]) > 0).all()  # kept frames in file order
         present = np.abs(sample["joints"]).sum(axis=(2, 3)) > 0
         np.testing.assert_allclose(sample["motion"], motion(sample["joints"], present), atol=1e-6)
         assert not group["skeleton/joints"][index, sample["num_frames"]:].any()
@@ -107,8 +115,9 @@ def test_failures_are_recorded_with_their_reason_and_the_rest_finishes(corpus, t
     (raw / "S001C001P001R001A002.skeleton").write_text("2\n0\n0\n")  # no body in any frame
     summary = extract(ExtractConfig(skeletons=raw, out=tmp_path / "s.zarr", dataset="ntu60", shard_size=8,
                                     progress=False))
-    assert summary.counts == {"ok": 39, "missing_skeleton": 1, "failed": 2}
-    failures = dict(summary.failures)
+    (stage,) = summary.stages
+    assert stage.counts == {"ok": 39, "missing_skeleton": 1, "failed": 2, "absent": 0}
+    failures = dict(stage.failures)
     broken = SampleId.from_path(files[3]).name
     assert str(files[3]) in failures[broken] and "expected" in failures[broken]
     assert "no body" in failures["S001C001P001R001A002"]
@@ -197,7 +206,7 @@ def test_verify_reports_a_damaged_shard(serial_store, tmp_path):
 def test_real_samples_are_extracted(ntu_samples, tmp_path):
     summary = extract(ExtractConfig(skeletons=ntu_samples / "skeletons", out=tmp_path / "real.zarr",
                                     progress=False))
-    assert summary.dataset == "ntu60" and summary.counts["ok"] == 16
+    assert summary.dataset == "ntu60" and summary.stages[0].counts["ok"] == 16
     group = open_store(tmp_path / "real.zarr")
     names = read_strings(group["samples/name"])
     two_person = [n for n in names if SampleId.parse(n).action >= 50]

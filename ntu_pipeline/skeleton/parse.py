@@ -79,6 +79,14 @@ class SkeletonRecord:
         return len(self.frame)
 
 
+def parser_is_compiled() -> bool:
+    """Whether the kernel's machine code is in numba's on-disk cache (else the first call compiles)."""
+    try:
+        return Path(scan_skeleton._cache._cache_file._index_path).exists()
+    except AttributeError:  # numba's cache internals moved: assume compiled rather than say wrongly
+        return True
+
+
 def parse_skeleton(path: str | Path) -> SkeletonRecord:
     """Read and parse one `.skeleton` file; see `parse_skeleton_bytes`."""
     with open(path, "rb", buffering=0) as f:

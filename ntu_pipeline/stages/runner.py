@@ -1,88 +1,80 @@
-"""The skeleton stage: a folder of `.skeleton` files -> a prepared store, in parallel and resumably.
+"""`ntu-prep extract`: raw folders -> a prepared store, one stage after another, in parallel, resumably.
 
 Usage:
-    summary = extract(ExtractConfig(skeletons=Path("nturgb+d_skeletons"), out=Path("ntu60.zarr")))
+    summary = extract(ExtractConfig(skeletons=Path("nturgb+d_skeletons"), videos=Path("nturgb+d_rgb"),
+                                    out=Path("ntu60.zarr")))
     print(summary.describe())
 
-How it runs: the files are discovered (recursively) and sorted by sample name; sample i belongs to
-shard i // shard_size; one task per shard parses, selects actors, computes motion and writes that shard's
-files and nothing else, then marks the shard done in `progress/shard_done`. A rerun on the same input
-and options skips the shards marked done, so an interrupted run (kill -9 included) finishes with a store
-identical to an uninterrupted one. Tasks run on joblib/loky processes, or on a dask.distributed cluster
-(the store must then be on a file system every worker sees).
+How it runs: the inputs are discovered (recursively) and the sample table is the sorted union of their
+sample names (or, on an existing store, the table it has). Each stage (`Stage`: the skeleton stage,
+then the RGB stage, which crops around the stored skeleton) owns arrays it declares; its sample i
+belongs to shard i // shard_size, and one task per shard prepares those samples, writes that shard's
+files and nothing else, records each file's size and crc32c, then marks the shard done. A rerun on the
+same input and options skips the shards marked done whose files are intact and re-prepares the rest,
+so an interrupted run (Ctrl-C, kill -9) or a damaged file ends in a store identical to an
+uninterrupted run's. Tasks run in this process, on loky processes, or on a dask.distributed cluster
+(whose workers must see the input and the store at the same absolute paths). The whole run holds the
+store's write lock (`store/lock.py`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import hashlib
+import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from .. import __version__
 from ..errors import NTUPrepError, SampleNameError, StoreFormatError
 from ..manifests import DATASETS, MAX_SETUP, NUM_CLASSES, all_samples, class_names, missing_samples
 from ..progress import ProgressBar
 from ..sample_id import SampleId
-from ..skeleton.actors import MAX_WIDE_RATIO, MIN_TRACKED_FRAMES, WIDE_SPREAD, motion, select_actors
-from ..skeleton.parse import parse_skeleton, parse_skeleton_bytes
+from ..store.lock import store_lock
 from ..store.schema import (
-    CODEC,
     MAX_FRAMES,
-    META_FIELDS,
-    SKELETON_ARRAYS,
     STATUS_CODES,
+    clear_store_folder,
+    create_stage_arrays,
     create_store,
+    damaged_shards,
+    is_store,
+    meta_columns,
     open_store,
     read_strings,
-    status_counts,
+    stage_info,
 )
-from ..store.shards import assemble_shard, check_layout, chunk_encoder, encode_chunk, write_shard_file
+from .interrupt import check_interrupt, children_ignore_interrupts, deferred_interrupts, ignore_interrupts
+from .stage import SampleEntry, ShardTask, Stage, write_shard
 
 BACKENDS = ("loky", "dask")
 
 
-@dataclass(frozen=True)
-class ExtractConfig:
-    """One `ntu-prep extract` run. Only the fields in `result_options` shape the store's content."""
-
-    skeletons: Path
-    out: Path
-    dataset: str | None = None  # ntu60 | ntu120; None: ntu120 if any setup > 17 or action > 60
-    jobs: int = 1
-    backend: str = "loky"
-    scheduler: str | None = None  # dask scheduler address; None: a LocalCluster of `jobs` workers
-    shard_size: int = 128
-    overwrite: bool = False
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.dataset is not None and self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, not {self.dataset!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
-        if self.jobs < 1 or self.shard_size < 1:
-            raise ValueError("jobs and shard_size must be >= 1")
-        if self.scheduler and self.backend != "dask":
-            raise ValueError("--scheduler needs --backend dask")
-
-
-@dataclass(frozen=True)
-class SampleEntry:
+@dataclass
+class StageSummary:
     name: str
-    path: str
-    on_missing_list: bool
+    counts: dict[str, int]
+    failures: list[tuple[str, str]]
+    shards_written: int
+    shards_resumed: int
+    shards_repaired: int
+    seconds: float
+    samples_prepared: int
 
-
-@dataclass(frozen=True)
-class ShardTask:
-    store: str
-    shard: int
-    start: int  # index of the shard's first sample
-    entries: tuple[SampleEntry, ...]
+    def describe(self) -> list[str]:
+        rate = self.samples_prepared / self.seconds if self.seconds > 0 else 0.0
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items() if v)
+        lines = [f"{self.name}: {counts}",
+                 f"{self.name}: shards {self.shards_written} written ({self.shards_repaired} of them "
+                 f"repaired), {self.shards_resumed} already done; {self.samples_prepared} samples in "
+                 f"{self.seconds:.1f} s ({rate:.0f} samples/s)"]
+        lines += [f"{self.name} failed: {name}: {reason}" for name, reason in self.failures]
+        return lines
 
 
 @dataclass
@@ -90,109 +82,70 @@ class ExtractSummary:
     store: Path
     dataset: str
     num_samples: int
-    counts: dict[str, int]
-    failures: list[tuple[str, str]]
+    stages: list[StageSummary]
     ignored: list[tuple[str, str]]
-    shards_written: int
-    shards_resumed: int
     seconds: float
     not_in_input: int = 0
-    notes: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_succeeded(self) -> bool:
+        """Every sample a stage had input for failed (what makes `extract` exit 1)."""
+        for stage in self.stages:
+            tried = sum(v for k, v in stage.counts.items() if k != "absent")
+            if tried and stage.counts["failed"] == tried:
+                return True
+        return False
 
     def describe(self) -> str:
-        rate = self.num_samples / self.seconds if self.seconds > 0 else 0.0
-        lines = [
-            f"store: {self.store} ({self.dataset}, {self.num_samples} samples)",
-            "status: " + ", ".join(f"{k} {v}" for k, v in self.counts.items()),
-            f"shards: {self.shards_written} written, {self.shards_resumed} already done; "
-            f"{self.seconds:.1f} s ({rate:.0f} samples/s)",
-        ]
+        lines = [f"store: {self.store} ({self.dataset}, {self.num_samples} samples) in {self.seconds:.1f} s"]
+        for stage in self.stages:
+            lines += stage.describe()
         if self.not_in_input:
-            lines.append(f"{self.not_in_input} samples of {self.dataset} are not in the input folder")
-        for name, reason in self.failures:
-            lines.append(f"failed: {name}: {reason}")
-        for path, reason in self.ignored:
-            lines.append(f"ignored: {path}: {reason}")
+            lines.append(f"{self.not_in_input} samples of {self.dataset} are not in the input folders")
+        lines += [f"ignored: {path}: {reason}" for path, reason in self.ignored]
         return "\n".join(lines)
 
 
-@dataclass(frozen=True, eq=False)
-class PreparedSkeleton:
-    """One sample's skeleton arrays over its frames kept: (num_frames, *tail) as in SKELETON_ARRAYS."""
+@dataclass(frozen=True)
+class ExtractConfig:
+    """One `ntu-prep extract` run. Only the stages' `options` shape the store's content."""
 
-    arrays: dict[str, np.ndarray]
-    num_frames: int
-    num_bodies: int
-    note: str
+    out: Path
+    skeletons: Path | None = None
+    videos: Path | None = None
+    dataset: str | None = None  # ntu60 | ntu120; None: ntu120 if any setup > 17 or action > 60
+    jobs: int = 1
+    backend: str = "loky"
+    scheduler: str | None = None  # dask scheduler address; None: a LocalCluster of `jobs` workers
+    shard_size: int = 128
+    rgb_frames: int | None = 32  # None: every source frame (up to 300)
+    rgb_size: int = 256
+    rgb_quality: int = 90
+    rgb_codec: str = "jpeg"
+    rgb_shard_size: int = 16
+    overwrite: bool = False
+    progress: bool = True
 
-
-def prepare_skeleton(path: str | Path) -> PreparedSkeleton:
-    """Parse, select actors, compute motion. Raises NTUPrepError on bad input."""
-    record = parse_skeleton(path)
-    actors = select_actors(record)
-    n = actors.num_frames
-    if n == 0:
-        raise NTUPrepError(f"{path}: no body in any of its {record.num_frames} frames")
-    if n > MAX_FRAMES:
-        raise NTUPrepError(f"{path}: {n} frames kept; the store holds at most {MAX_FRAMES}")
-    arrays = {
-        "joints": actors.joints,
-        "motion": motion(actors.joints, actors.present),
-        "color_xy": actors.color_xy,
-        "tracking": actors.tracking,
-    }
-    return PreparedSkeleton(arrays, n, actors.num_bodies, actors.note)
-
-
-def write_shard(task: ShardTask) -> dict[str, int]:
-    """Prepare every sample of one shard and write its files; runs in a worker process."""
-    group = open_store(task.store, mode="r+")
-    k = len(task.entries)
-    arrays = {spec.name: group[f"skeleton/{spec.name}"] for spec in SKELETON_ARRAYS}
-    encoders = {name: chunk_encoder(array) for name, array in arrays.items()}
-    # one padded sample per array, reused: encoding from it stays in cache (no shard-sized blocks)
-    padded = {spec.name: np.zeros((MAX_FRAMES, *spec.tail), spec.dtype) for spec in SKELETON_ARRAYS}
-    chunks: dict[str, list[bytes | None]] = {name: [None] * k for name in arrays}
-    table = {
-        "num_frames": np.zeros(k, "int32"), "num_bodies": np.zeros(k, "int16"),
-        "status": np.zeros(k, "int8"), "error": [""] * k, "note": [""] * k,
-    }
-    for i, entry in enumerate(task.entries):
-        status = "missing_skeleton" if entry.on_missing_list else "ok"
-        try:
-            prepared = prepare_skeleton(entry.path)
-        except Exception as err:  # recorded in the store with its reason; the shard goes on
-            reason = str(err) if isinstance(err, NTUPrepError) else f"{type(err).__name__}: {err}"
-            table["error"][i] = reason
-            table["status"][i] = STATUS_CODES["failed" if status == "ok" else status]
-            continue
-        n = prepared.num_frames
-        for name, values in prepared.arrays.items():
-            buffer = padded[name]
-            buffer[:n] = values
-            buffer[n:] = 0
-            chunks[name][i] = encode_chunk(encoders[name], buffer)
-        table["num_frames"][i] = n
-        table["num_bodies"][i] = prepared.num_bodies
-        table["status"][i] = STATUS_CODES[status]
-        table["note"][i] = prepared.note
-    root = Path(task.store)
-    for name, array in arrays.items():  # whole shards, encoded here: see shards.py for why
-        check_layout(array)
-        write_shard_file(root, array, task.shard, assemble_shard(chunks[name], array.shards[0]))
-    stop = task.start + k
-    for name, values in table.items():
-        group[f"samples/{name}"][task.start:stop] = np.asarray(values, dtype=object) if isinstance(
-            values, list) else values
-    group["progress/shard_done"][task.shard] = 1  # last: the shard counts only once all of it is written
-    return {"shard": task.shard, "samples": k}
+    def __post_init__(self):
+        if self.skeletons is None and self.videos is None:
+            raise ValueError("give --skeletons, --videos or both")
+        if self.dataset is not None and self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, not {self.dataset!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
+        if self.jobs < 1 or self.shard_size < 1 or self.rgb_shard_size < 1:
+            raise ValueError("jobs and shard sizes must be >= 1")
+        if self.scheduler and self.backend != "dask":
+            raise ValueError("--scheduler needs --backend dask")
 
 
-def discover(root: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
-    """Sample name -> file for every `*.skeleton` under root, and the files left out with why."""
+# ---- inputs, identity, store --------------------------------------------------------------------
+
+def discover(root: Path, suffix: str) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """Sample name -> absolute file for every `*<suffix>` under root, and the files left out with why."""
     found: dict[str, list[Path]] = {}
     ignored = []
-    for path in sorted(root.rglob("*.skeleton")):
+    for path in sorted(root.resolve().rglob(f"*{suffix}")):
         try:
             found.setdefault(SampleId.from_path(path).name, []).append(path)
         except SampleNameError as err:
@@ -212,127 +165,259 @@ def infer_dataset(names: list[str]) -> str:
 
 
 def input_digest(files: dict[str, Path], root: Path) -> str:
-    """A digest of the input listing (names and paths relative to the input folder)."""
+    """A digest of the input: names, paths relative to the input folder, sizes and modification times.
+
+    So a file changed in place is new input, and a moved input folder is the same input."""
     h = hashlib.sha256()
+    base = root.resolve()
     for name, path in sorted(files.items()):
-        h.update(f"{name}\t{path.relative_to(root).as_posix()}\n".encode())
+        stat = path.stat()
+        h.update(f"{name}\t{path.relative_to(base).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
-def result_options(config: ExtractConfig, dataset: str) -> dict:
-    """What shapes the store's content; parallelism (jobs, backend) does not, so it is not recorded."""
-    return {
-        "dataset": dataset, "shard_size": config.shard_size, "max_frames": MAX_FRAMES, "codec": CODEC,
-        "denoise": {"min_tracked_frames": MIN_TRACKED_FRAMES, "wide_spread": WIDE_SPREAD,
-                    "max_wide_ratio": MAX_WIDE_RATIO},
-    }
+def _check_out(out: Path, inputs: list[Path], overwrite: bool) -> None:
+    """Refuse an --out that is inside an input, or a folder that is not ours (whatever the flags)."""
+    target = out.resolve()
+    for folder in inputs:
+        if target == folder.resolve() or target.is_relative_to(folder.resolve()):
+            raise NTUPrepError(f"--out {out} is inside the input folder {folder}; choose a folder outside it")
+    if target.exists() and not target.is_dir():
+        raise NTUPrepError(f"--out {out} is a file, not a folder")
+    contents = list(target.iterdir()) if target.is_dir() else []
+    if contents and not is_store(target):
+        raise NTUPrepError(f"--out {out} is a folder with other files in it, not an ntu-prep store; "
+                           "choose a new or empty folder (nothing was changed)")
 
 
-def _prepare_store(config: ExtractConfig, files: dict[str, Path], dataset: str,
-                   ignored: list[tuple[str, str]]):
-    """Open the store to resume it, or create it; refuses to resume a store made from other input."""
-    root = config.skeletons.resolve()
-    attrs = {
-        "dataset": dataset, "ntu_prep_version": __version__, "options": result_options(config, dataset),
-        "source": {"skeletons": str(root), "num_files": len(files),
-                   "digest": input_digest(files, config.skeletons)},
-        "ignored_files": [{"path": p, "reason": r} for p, r in ignored],
-        "status_codes": STATUS_CODES, "max_frames": MAX_FRAMES, "class_names": list(class_names(dataset)),
-        "counts": None,
-    }
+def _open_or_create(config: ExtractConfig, names: list[str], attrs: dict,
+                    say: Callable[[str], None]) -> tuple[zarr.Group, bool]:
     out = config.out
-    if out.exists() and any(out.iterdir()) and not config.overwrite:
-        try:
-            group = open_store(out, mode="r+")
-        except StoreFormatError as err:
-            raise StoreFormatError(f"{err}; pass --overwrite to replace it") from err
+    contents = list(out.iterdir())
+    if contents and config.overwrite:
+        say(f"replacing the store {out} (--overwrite)")
+        clear_store_folder(out)
+    elif contents:
+        group = open_store(out, mode="r+")
         if group.attrs.get("state") != "creating":  # else a kill interrupted its creation: start again
-            for key in ("options", "source", "ntu_prep_version"):
-                if group.attrs.get(key) != attrs[key]:
-                    raise StoreFormatError(
-                        f"{out} was made from other input or options ({key} differs); "
-                        "pass --overwrite to replace it, or choose another --out")
+            if config.dataset and group.attrs["dataset"] != config.dataset:
+                raise StoreFormatError(f"{out} holds {group.attrs['dataset']}, not {config.dataset}; "
+                                       "choose another --out, or pass --overwrite to replace it")
             for partial in out.rglob("*.partial"):  # left by a write that a kill interrupted
                 partial.unlink()
             return group, True
-    names = sorted(files)
-    ids = [SampleId.parse(n) for n in names]
-    meta = {f: np.array([getattr(s, f) for s in ids], dtype="int16") for f in META_FIELDS}
-    return create_store(out, names, meta, config.shard_size, attrs), False
+        clear_store_folder(out)
+    return create_store(out, names, attrs), False
 
+
+def _repair_meta(group: zarr.Group, say: Callable[[str], None]) -> None:
+    """Rewrite the name-derived columns if they were damaged (the names themselves cannot be)."""
+    names = read_strings(group["samples/name"])
+    if names != sorted(names) or not all(names):
+        raise StoreFormatError(f"{group.store.root}: samples/name is damaged; rebuild the store with "
+                               "--overwrite")
+    for field_name, values in meta_columns(names).items():
+        array = group[f"samples/{field_name}"]
+        if not np.array_equal(array[:], values):
+            say(f"rewriting samples/{field_name} (it differed from the sample names)")
+            array[:] = values
+
+
+# ---- running tasks ------------------------------------------------------------------------------
 
 def _run_tasks(tasks: list[ShardTask], config: ExtractConfig) -> Iterator[dict[str, int]]:
+    if not tasks:
+        return
     if config.backend == "dask":
         yield from _run_dask(tasks, config)
     elif config.jobs == 1:
-        yield from map(write_shard, tasks)
+        for task in tasks:
+            yield write_shard(task)
     else:
-        from joblib import Parallel, delayed
+        yield from _run_loky(tasks, config)
 
-        parallel = Parallel(n_jobs=config.jobs, backend="loky", return_as="generator_unordered")
-        yield from parallel(delayed(write_shard)(t) for t in tasks)
+
+def _run_loky(tasks: list[ShardTask], config: ExtractConfig) -> Iterator[dict[str, int]]:
+    """At most 2 tasks per worker in flight, so that Ctrl-C waits only for the shards being written."""
+    from joblib.externals.loky import get_reusable_executor
+
+    with children_ignore_interrupts():  # workers start with SIGINT ignored; the parent decides
+        executor = get_reusable_executor(max_workers=config.jobs, initializer=ignore_interrupts)
+    queue, running = list(reversed(tasks)), set()
+    try:
+        while queue or running:
+            while queue and len(running) < 2 * config.jobs:
+                running.add(executor.submit(write_shard, queue.pop()))
+            check_interrupt()
+            finished, running = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+    finally:
+        for future in running:
+            future.cancel()  # those not started; the workers finish the shards they are writing
+        cf.wait(running)
 
 
 def _run_dask(tasks: list[ShardTask], config: ExtractConfig) -> Iterator[dict[str, int]]:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, LocalCluster, wait
 
-    if config.scheduler:
-        client, cluster = Client(config.scheduler), None
-    else:
-        cluster = LocalCluster(n_workers=config.jobs, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client = Client(cluster)
+    with children_ignore_interrupts():
+        if config.scheduler:
+            client, cluster = Client(config.scheduler), None
+        else:
+            cluster = LocalCluster(n_workers=config.jobs, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.CRITICAL)
+            client = Client(cluster)
+    running = set(client.map(write_shard, tasks, pure=False))
     try:
-        for future in as_completed(client.map(write_shard, tasks, pure=False)):
-            yield future.result()
+        while running:
+            check_interrupt()
+            try:
+                result = wait(list(running), timeout=0.2, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                continue
+            running = set(result.not_done)
+            for future in result.done:
+                yield future.result()
     finally:
+        if running:
+            client.cancel(list(running))
         client.close()
         if cluster is not None:
             cluster.close()
 
 
-def extract(config: ExtractConfig) -> ExtractSummary:
-    """Run (or resume) the skeleton stage; see the module docstring."""
-    started = time.monotonic()
-    if not config.skeletons.is_dir():
-        raise NTUPrepError(f"{config.skeletons}: no such folder")
-    files, ignored = discover(config.skeletons)
-    if not files:
-        raise NTUPrepError(f"{config.skeletons}: no *.skeleton file with an NTU sample name under it")
-    dataset = config.dataset or infer_dataset(list(files))
-    ids = {n: SampleId.parse(n) for n in files}
-    outside = [n for n, s in ids.items() if s.setup > MAX_SETUP[dataset] or s.action > NUM_CLASSES[dataset]]
-    for name in outside:
-        ignored.append((str(files.pop(name)), f"not part of {dataset} (setups 1-{MAX_SETUP[dataset]}, "
-                                              f"actions 1-{NUM_CLASSES[dataset]})"))
-    group, resumed = _prepare_store(config, files, dataset, ignored)
+def warm_parser(say: Callable[[str], None]) -> None:
+    """Load the compiled skeleton parser here, compiling it first if this install never has."""
+    from ..skeleton.parse import parse_skeleton_bytes, parser_is_compiled
 
-    names = sorted(files)
-    missing = missing_samples(dataset)
-    done = group["progress/shard_done"][:]
+    if not parser_is_compiled():
+        say("compiling the skeleton parser (once per install, about 10 s; cached for every later run)")
+    parse_skeleton_bytes(b"0\n", "warm-up")
+
+
+def _run_stage(group: zarr.Group, stage: Stage, names: list[str], files: dict[str, Path], folder: Path,
+               config: ExtractConfig, dataset: str, say: Callable[[str], None]) -> StageSummary:
+    source = {"folder": str(folder.resolve()), "num_files": len(files), "digest": input_digest(files, folder)}
+    info = stage_info(group, stage.name)
+    if info is None:
+        create_stage_arrays(group, stage.arrays, stage.shard_size, stage.done, stage.digest)
+        group.attrs["stages"] = {**group.attrs["stages"], stage.name: stage.record(source)}
+    else:
+        for key, want in (("options", stage.options), ("shard_size", stage.shard_size)):
+            if info[key] != want:
+                raise StoreFormatError(
+                    f"{config.out}: its {stage.name} arrays were made with other options ({key}: {info[key]} "
+                    f"here, {want} now); choose another --out, or pass --overwrite to replace the store")
+        if info["source"]["digest"] != source["digest"]:
+            raise StoreFormatError(
+                f"{config.out}: its {stage.name} arrays were made from other {stage.input_kind} (the "
+                f"files, their sizes or times differ from {info['source']['folder']}); choose another "
+                "--out, or pass --overwrite to replace the store")
+    damaged = sorted({shard for shard, _, _ in damaged_shards(group, stage.name)})
+    if damaged:
+        say(f"{stage.name}: re-preparing {len(damaged)} damaged shard(s): {damaged[:10]}")
+        for shard in damaged:
+            group[stage.done][shard] = 0
+    done = group[stage.done][:]
+    missing = missing_samples(dataset) if stage.name == "skeleton" else frozenset()
     tasks = []
-    for shard, start in enumerate(range(0, len(names), config.shard_size)):
+    for shard, start in enumerate(range(0, len(names), stage.shard_size)):
         if done[shard]:
             continue
-        chunk = names[start:start + config.shard_size]
-        entries = tuple(SampleEntry(n, str(files[n]), n in missing) for n in chunk)
-        tasks.append(ShardTask(str(config.out), shard, start, entries))
-    parse_skeleton_bytes(b"0\n", "warm-up")  # compiles the kernel once, into the cache workers load
+        chunk = names[start:start + stage.shard_size]
+        entries = tuple(SampleEntry(n, start + j, str(files[n]) if n in files else None, n in missing)
+                        for j, n in enumerate(chunk))
+        tasks.append(ShardTask(str(config.out.resolve()), stage, shard, start, entries))
     todo = sum(len(t.entries) for t in tasks)
-    with ProgressBar(todo, "samples", "extract", enabled=config.progress) as bar:
+    started = time.monotonic()
+    with ProgressBar(todo, "samples", stage.name, enabled=config.progress) as bar:
         for result in _run_tasks(tasks, config):
             bar.advance(result["samples"])
-
-    counts = status_counts(group)
-    group.attrs.update({"counts": counts, "state": "complete"})
-    status = group["samples/status"][:]
-    errors = read_strings(group["samples/error"])
+    seconds = time.monotonic() - started
+    status = group[stage.status][:]
+    counts = {name: int((status == code).sum()) for name, code in STATUS_CODES.items()}
+    info = {**group.attrs["stages"][stage.name], "counts": counts, "state": "complete"}
+    group.attrs["stages"] = {**group.attrs["stages"], stage.name: info}
+    errors = read_strings(group[stage.error])
     failures = [(names[i], errors[i]) for i in np.flatnonzero(status == STATUS_CODES["failed"])]
-    stored_ignored = [(d["path"], d["reason"]) for d in group.attrs["ignored_files"]]
-    return ExtractSummary(
-        store=config.out, dataset=dataset, num_samples=len(names), counts=counts, failures=failures,
-        ignored=stored_ignored, shards_written=len(tasks), shards_resumed=len(done) - len(tasks),
-        seconds=time.monotonic() - started,
-        not_in_input=len(set(all_samples(dataset)) - set(names)),
-    )
+    return StageSummary(stage.name, counts, failures, len(tasks), len(done) - len(tasks), len(damaged),
+                        seconds, todo)
 
+
+def _stages(config: ExtractConfig, inputs: dict[str, tuple[Path, dict[str, Path]]]) -> list[Stage]:
+    from .skeleton import skeleton_stage
+
+    stages = []
+    if "skeleton" in inputs:
+        stages.append(skeleton_stage(config.shard_size))
+    if "rgb" in inputs:
+        from .rgb import rgb_stage
+
+        stages.append(rgb_stage(config.rgb_frames, config.rgb_size, config.rgb_quality, config.rgb_codec,
+                                config.rgb_shard_size))
+    return stages
+
+
+def extract(config: ExtractConfig, say: Callable[[str], None] = print) -> ExtractSummary:
+    """Run (or resume) the stages the config has input for; see the module docstring.
+
+    `say` receives the messages a user should see while it runs (not the summary)."""
+    started = time.monotonic()
+    inputs: dict[str, tuple[Path, dict[str, Path]]] = {}
+    ignored: list[tuple[str, str]] = []
+    for stage_name, folder, suffix in (("skeleton", config.skeletons, ".skeleton"),
+                                       ("rgb", config.videos, "_rgb.avi")):
+        if folder is None:
+            continue
+        if not folder.is_dir():
+            raise NTUPrepError(f"{folder}: no such folder")
+        files, left_out = discover(folder, suffix)
+        ignored += left_out
+        if not files:
+            raise NTUPrepError(f"{folder}: no *{suffix} file with an NTU sample name under it")
+        inputs[stage_name] = (folder, files)
+    _check_out(config.out, [folder for folder, _ in inputs.values()], config.overwrite)
+
+    with store_lock(config.out, "extract"), deferred_interrupts():
+        existing = is_store(config.out) and not config.overwrite
+        every_name = sorted({n for _, files in inputs.values() for n in files})
+        if existing and open_store(config.out).attrs.get("state") != "creating":
+            dataset = open_store(config.out).attrs["dataset"]
+        elif config.dataset:
+            dataset = config.dataset
+        else:
+            dataset = infer_dataset(every_name)
+            say(f"dataset: {dataset}, inferred from the file names (ntu120 if any setup > 17 or "
+                "action > 60); pass --dataset to choose")
+        for _, files in inputs.values():
+            outside = [n for n in files if SampleId.parse(n).setup > MAX_SETUP[dataset]
+                       or SampleId.parse(n).action > NUM_CLASSES[dataset]]
+            for name in outside:
+                ignored.append((str(files.pop(name)), f"not part of {dataset} (setups 1-"
+                                f"{MAX_SETUP[dataset]}, actions 1-{NUM_CLASSES[dataset]})"))
+        names = sorted({n for _, files in inputs.values() for n in files})
+        attrs = {"dataset": dataset, "ntu_prep_version": __version__, "status_codes": STATUS_CODES,
+                 "max_frames": MAX_FRAMES, "class_names": list(class_names(dataset)), "ignored_files": []}
+        group, resumed = _open_or_create(config, names, attrs, say)
+        if resumed:
+            _repair_meta(group, say)
+            table = set(read_strings(group["samples/name"]))
+            for _, files in inputs.values():
+                for name in sorted(set(files) - table):
+                    ignored.append((str(files.pop(name)), "not in this store's sample table (it was made "
+                                    "from other input); extract both modalities together into a new --out"))
+            names = read_strings(group["samples/name"])
+        group.attrs["ignored_files"] = [{"path": p, "reason": r} for p, r in ignored]
+        if "skeleton" in inputs:
+            warm_parser(say)
+        summaries = []
+        for stage in _stages(config, inputs):
+            folder, files = inputs[stage.name]
+            summaries.append(_run_stage(group, stage, names, files, folder, config, dataset, say))
+        states = [info["state"] for info in group.attrs["stages"].values()]
+        group.attrs["state"] = "complete" if all(s == "complete" for s in states) else "extracting"
+    return ExtractSummary(
+        store=config.out, dataset=dataset, num_samples=len(names), stages=summaries, ignored=ignored,
+        seconds=time.monotonic() - started, not_in_input=len(set(all_samples(dataset)) - set(names)),
+    )

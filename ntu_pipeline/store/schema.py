@@ -1,27 +1,26 @@
-"""The prepared-dataset store: one zarr v3 group, format "ntu-prep/1" (documented in the README).
+"""The prepared-dataset store: one zarr v3 group, format "ntu-prep/2" (the README's format table).
 
 Usage:
     group = open_store("ntu60.zarr")                 # refuses a format it does not know
     sample = read_sample(group, 0)                   # dict of arrays, trimmed to the frames kept
     problems = verify_store(group)                   # [] when the store is sound
 
-Layout (N samples, T = 300 frames):
-    samples/name (N,) str, sorted           samples/label, setup, camera, performer, replication (N,) int16
-    samples/num_frames (N,) int32           samples/num_bodies (N,) int16
-    samples/status (N,) int8 (STATUS_CODES) samples/error, samples/note (N,) str
-    skeleton/joints, skeleton/motion (N, T, 2, 25, 3) float32, metres, zero-padded
-    skeleton/color_xy (N, T, 2, 25, 2) float32, pixels in the 1920x1080 RGB frame
-    skeleton/tracking (N, T, 2, 25) int8
-    splits/<protocol>/train, splits/<protocol>/test (n,) int64 indices into samples
-    progress/shard_done (num_shards,) uint8, 1 once a shard is written (what makes `extract` resumable)
+Layout (N samples, the union of every input's sample names):
+    samples/name (N,) str, sorted; samples/label, setup, camera, performer, replication (N,) int16
+    and, per stage, the arrays it declares (`ArraySpec`): the skeleton stage's table keeps the /1 names
+    (samples/status, error, note, num_frames, num_bodies), its arrays are skeleton/*; the RGB stage's
+    are rgb/*. Each stage's options, input and bookkeeping are in attrs["stages"][name], and its
+    progress in progress/<done> (1 once a shard is written) and progress/<digest> (size and crc32c of
+    every file the shard wrote, which is how `verify` finds a deleted or damaged file).
 
-Per-sample arrays have one chunk per sample and one shard per `shard_size` samples; per-sample 1-D
-arrays have one chunk per shard, so each writer task owns whole files. Readers read sample by sample or
-by slice: fancy indexing on a sharded array is orders of magnitude slower in zarr 3.1.
+Per-sample arrays are sharded, `shard_size` samples per shard, one chunk per sample (or per frame);
+per-sample tables have one chunk per shard, so each writer task owns whole files. Readers read sample
+by sample or by slice: fancy indexing on a sharded array is orders of magnitude slower in zarr 3.1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +29,13 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ..errors import StoreFormatError
+from ..sample_id import SampleId
+from .shards import file_digest, shard_path
 
-FORMAT = "ntu-prep/1"
+FORMAT = "ntu-prep/2"
+FORMAT_PREFIX = "ntu-prep/"
 MAX_FRAMES = 300
-STATUS_CODES = {"ok": 0, "missing_skeleton": 1, "failed": 2}
+STATUS_CODES = {"ok": 0, "missing_skeleton": 1, "failed": 2, "absent": 3}
 STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
 META_FIELDS = ("label", "setup", "camera", "performer", "replication")
 # Chosen by bench/store_codec.py (figures in the README): 6.7x smaller than raw on real samples and the
@@ -43,21 +45,37 @@ CODEC = {"name": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
 
 
 @dataclass(frozen=True)
-class SkeletonArray:
-    """One per-sample array of the skeleton group: its name, trailing shape and dtype."""
+class ArraySpec:
+    """One per-sample array a stage writes: path in the group, per-sample shape, dtype, layout.
 
-    name: str
+    layout: "sample" (sharded, one chunk per sample), "frame" (sharded, one chunk per frame along the
+    first per-sample axis) or "table" (one chunk per shard, written through zarr).
+    codec: "blosc" (CODEC) or "jpeg" (per-frame uint8 RGB, `jpeg_codec.JpegCodec`) for sharded arrays.
+    """
+
+    path: str
     tail: tuple[int, ...]
-    dtype: str
+    dtype: object
+    layout: str = "sample"
+    codec: str = "blosc"
+    fill: object = 0
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def sharded(self) -> bool:
+        return self.layout != "table"
 
 
+# The skeleton stage's arrays (kept here as well as in the stage: `read_sample` and the README need them).
 SKELETON_ARRAYS = (
-    SkeletonArray("joints", (2, 25, 3), "float32"),
-    SkeletonArray("motion", (2, 25, 3), "float32"),
-    SkeletonArray("color_xy", (2, 25, 2), "float32"),
-    SkeletonArray("tracking", (2, 25), "int8"),
+    ArraySpec("skeleton/joints", (MAX_FRAMES, 2, 25, 3), "float32"),
+    ArraySpec("skeleton/motion", (MAX_FRAMES, 2, 25, 3), "float32"),
+    ArraySpec("skeleton/color_xy", (MAX_FRAMES, 2, 25, 2), "float32"),
+    ArraySpec("skeleton/tracking", (MAX_FRAMES, 2, 25), "int8"),
 )
-PER_SHARD_FIELDS = {"num_frames": "int32", "num_bodies": "int16", "status": "int8", "error": str, "note": str}
 
 
 def compressor() -> BloscCodec:
@@ -68,37 +86,78 @@ def num_shards(num_samples: int, shard_size: int) -> int:
     return -(-num_samples // shard_size)
 
 
-def create_store(path: Path, names: list[str], meta: dict[str, np.ndarray], shard_size: int,
-                 attrs: dict) -> zarr.Group:
-    """Create the group with every array, the sample table's fixed columns filled in.
+def meta_columns(names: list[str]) -> dict[str, np.ndarray]:
+    """META_FIELDS -> (N,) int16, computed from the sample names (what `verify` checks them against)."""
+    ids = [SampleId.parse(n) for n in names]
+    return {f: np.array([getattr(s, f) for s in ids], dtype="int16") for f in META_FIELDS}
 
-    names: (N,) sorted sample names; meta: META_FIELDS -> (N,) ints; attrs: the run's description.
-    The group's `state` attribute is "creating" until everything exists, then "extracting".
+
+def clear_store_folder(path: Path) -> None:
+    """Empty a store's folder (the caller checked that it is a store, `is_store`)."""
+    import shutil
+
+    for child in Path(path).iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def create_store(path: Path, names: list[str], attrs: dict) -> zarr.Group:
+    """Create the group and its sample table (names and the columns derived from them).
+
+    The folder must be empty but for the lock file. attrs: the run's description. The group's `state`
+    attribute is "creating" until the table exists, then "extracting"; stages add their arrays later
+    (`create_stage_arrays`).
     """
     n = len(names)
     # one atomic write of zarr.json with the attributes: a store is recognisably ours from the start
-    group = zarr.open_group(str(path), mode="w", zarr_format=3,
-                            attributes={**attrs, "format": FORMAT, "state": "creating"})
+    group = zarr.open_group(str(path), mode="a", zarr_format=3,
+                            attributes={**attrs, "format": FORMAT, "state": "creating", "stages": {}})
     samples = group.create_group("samples")
-    name_array = samples.create_array("name", shape=(n,), dtype=str, chunks=(max(n, 1),))
-    name_array[:] = np.asarray(names, dtype=object)
-    for field in META_FIELDS:
-        samples.create_array(field, shape=(n,), dtype="int16", chunks=(max(n, 1),))[:] = meta[field]
-    for field, dtype in PER_SHARD_FIELDS.items():
-        samples.create_array(field, shape=(n,), dtype=dtype, chunks=(shard_size,),
-                             fill_value="" if dtype is str else 0)
-    skeleton = group.create_group("skeleton")
-    for spec in SKELETON_ARRAYS:
-        skeleton.create_array(
-            spec.name, shape=(n, MAX_FRAMES, *spec.tail), dtype=spec.dtype,
-            chunks=(1, MAX_FRAMES, *spec.tail), shards=(shard_size, MAX_FRAMES, *spec.tail),
-            compressors=compressor(), fill_value=0,
-        )
+    samples.create_array("name", shape=(n,), dtype=str, chunks=(max(n, 1),))[:] = np.asarray(names, object)
+    for field, values in meta_columns(names).items():
+        samples.create_array(field, shape=(n,), dtype="int16", chunks=(max(n, 1),))[:] = values
     group.create_group("splits")
-    group.create_group("progress").create_array(
-        "shard_done", shape=(num_shards(n, shard_size),), dtype="uint8", chunks=(1,), fill_value=0)
+    group.create_group("progress")
     group.attrs["state"] = "extracting"
     return group
+
+
+def create_stage_arrays(group: zarr.Group, specs: tuple[ArraySpec, ...], shard_size: int,
+                        done: str, digest: str) -> None:
+    """Create a stage's arrays and its progress record (`done` and `digest` paths under the group)."""
+    n = group["samples/name"].shape[0]
+    for spec in specs:
+        parent, name = spec.path.rsplit("/", 1)
+        sub = group.require_group(parent)
+        shape = (n, *spec.tail)
+        if spec.layout == "table":
+            chunks = (shard_size, *spec.tail)
+            sub.create_array(name, shape=shape, dtype=spec.dtype, chunks=chunks, fill_value=spec.fill)
+            continue
+        inner = (1, *spec.tail) if spec.layout == "sample" else (1, 1, *spec.tail[1:])
+        if spec.codec == "jpeg":
+            from .jpeg_codec import JpegCodec
+
+            codecs = {"serializer": JpegCodec(), "compressors": None}
+        else:
+            codecs = {"compressors": compressor()}
+        sub.create_array(name, shape=shape, dtype=spec.dtype, chunks=inner, shards=(shard_size, *spec.tail),
+                         fill_value=0, **codecs)
+    shards = num_shards(n, shard_size)
+    progress = group.require_group("progress")
+    progress.create_array(done.rsplit("/", 1)[-1], shape=(shards,), dtype="uint8", chunks=(max(shards, 1),),
+                          fill_value=0)
+    record = progress.create_array(digest.rsplit("/", 1)[-1], shape=(shards, len(specs)), dtype=str,
+                                   chunks=(1, len(specs)), fill_value="")
+    record.attrs["files"] = [spec.path for spec in specs]
+
+
+def stage_files(group: zarr.Group, path: str, shard: int) -> Path:
+    """The file that shard `shard` of the stage array `path` is written to."""
+    array = group[path]
+    return shard_path(Path(group.store.root), array, shard)
 
 
 def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
@@ -111,17 +170,37 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
     except Exception as err:  # zarr raises several kinds here; the user needs the path and the cause
         raise StoreFormatError(f"{path}: cannot open as a zarr v3 group: {err}") from err
     found = group.attrs.get("format")
+    if found == "ntu-prep/1":
+        raise StoreFormatError(
+            f"{path}: made by an older ntu-prep (format ntu-prep/1, without per-modality tables and "
+            f"frame indices); rebuild it: ntu-prep extract --skeletons DIR [--videos DIR] --out {path} "
+            "--overwrite")
     if found != FORMAT:
         raise StoreFormatError(f"{path}: format {found!r} is not {FORMAT!r}; this ntu-prep cannot read it")
     return group
+
+
+def is_store(path: Path) -> bool:
+    """Whether `path` holds an ntu-prep store of any version (the only folders --overwrite replaces)."""
+    try:
+        import json
+
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return str(meta.get("attributes", {}).get("format", "")).startswith(FORMAT_PREFIX)
 
 
 def read_strings(array: zarr.Array) -> list[str]:
     return [str(s) for s in array[:]]
 
 
+def stage_info(group: zarr.Group, stage: str) -> dict | None:
+    return dict(group.attrs.get("stages", {})).get(stage)
+
+
 def read_sample(group: zarr.Group, index: int) -> dict[str, np.ndarray | str | int]:
-    """One sample's arrays, trimmed to its frames kept, with its table row. Reads chunks, never fancy."""
+    """One sample's skeleton arrays, trimmed to its frames kept, with its table row. Reads chunks only."""
     samples = group["samples"]
     n = int(samples["num_frames"][index])
     out: dict[str, np.ndarray | str | int] = {
@@ -132,12 +211,13 @@ def read_sample(group: zarr.Group, index: int) -> dict[str, np.ndarray | str | i
     for field in META_FIELDS:
         out[field] = int(samples[field][index])
     for spec in SKELETON_ARRAYS:
-        out[spec.name] = group["skeleton"][spec.name][index, :n]
+        out[spec.name] = group[spec.path][index, :n]
+    out["frame_index"] = group["skeleton/frame_index"][index, :n]
     return out
 
 
-def status_counts(group: zarr.Group) -> dict[str, int]:
-    status = group["samples/status"][:]
+def status_counts(group: zarr.Group, column: str = "samples/status") -> dict[str, int]:
+    status = group[column][:]
     return {name: int((status == code).sum()) for name, code in STATUS_CODES.items()}
 
 
@@ -154,56 +234,57 @@ def split_indices(group: zarr.Group, protocol: str) -> tuple[np.ndarray, np.ndar
     return split["train"][:], split["test"][:]
 
 
-def verify_store(group: zarr.Group) -> list[str]:
-    """Integrity problems of a store, [] when none: every array readable, every count consistent."""
+def _range(lo: int, hi: int) -> str:
+    return f"samples {lo}..{hi - 1}"
+
+
+def damaged_shards(group: zarr.Group, stage: str) -> list[tuple[int, str, str]]:
+    """(shard, array, what is wrong) for every file a done shard of `stage` wrote that is not as written."""
+    info = stage_info(group, stage)
+    root = Path(group.store.root)
+    done = group[info["done"]][:]
+    record = group[info["digest"]]
+    files = record.attrs["files"]
+    out = []
+    for shard in np.flatnonzero(done):
+        expected = record[shard]
+        for path, want in zip(files, expected, strict=True):
+            got = file_digest(shard_path(root, group[path], int(shard)))
+            if got != want:
+                what = "file missing" if got == "-" else (
+                    "file present but the shard wrote none" if want == "-" else "content changed")
+                out.append((int(shard), path, what))
+    return out
+
+
+def verify_store(group: zarr.Group, deep: bool = False,
+                 advance: Callable[[int], None] | None = None) -> list[str]:
+    """Integrity problems of a store, [] when none.
+
+    Checks the sample table against the names, each stage's status table, and every file each done
+    shard wrote against its recorded size and crc32c (a deleted shard otherwise reads as zeros). With
+    `deep`, also decodes every shard and checks the skeleton padding. `advance(k)` reports progress in
+    shards.
+    """
     problems: list[str] = []
     attrs = dict(group.attrs)
     if attrs.get("state") != "complete":
         problems.append(f"state is {attrs.get('state')!r}, not 'complete': "
-                        "rerun `ntu-prep extract` to finish it")
+                        "rerun the same `ntu-prep extract` command to finish it")
     samples = group["samples"]
     n = samples["name"].shape[0]
     names = read_strings(samples["name"])
-    if names != sorted(names) or len(set(names)) != n:
-        problems.append("samples/name is not sorted and unique")
-    for key in (*META_FIELDS, *PER_SHARD_FIELDS):
-        if samples[key].shape != (n,):
-            problems.append(f"samples/{key} has shape {samples[key].shape}, expected ({n},)")
-    status = samples["status"][:]
-    unknown = set(np.unique(status).tolist()) - set(STATUS_NAMES)
-    if unknown:
-        problems.append(f"samples/status has unknown codes {sorted(unknown)}")
-    counts = status_counts(group)
-    if attrs.get("counts") is not None and {k: attrs["counts"].get(k) for k in counts} != counts:
-        problems.append(f"attrs counts {attrs['counts']} differ from samples/status {counts}")
-    num_frames = samples["num_frames"][:]
-    ok = status == STATUS_CODES["ok"]
-    if (num_frames[ok] <= 0).any():
-        problems.append(f"{int((num_frames[ok] <= 0).sum())} ok samples have no frames")
-    if (num_frames > MAX_FRAMES).any() or (num_frames < 0).any():
-        problems.append("samples/num_frames outside [0, 300]")
-    errors = read_strings(samples["error"])
-    failed = np.flatnonzero(status == STATUS_CODES["failed"])
-    if any(not errors[i] for i in failed):
-        problems.append("a failed sample has no error message")
-    shard_size = group["skeleton/joints"].shards[0]
-    for spec in SKELETON_ARRAYS:
-        array = group["skeleton"][spec.name]
-        if array.shape != (n, MAX_FRAMES, *spec.tail):
-            problems.append(f"skeleton/{spec.name} has shape {array.shape}")
-            continue
-        for lo in range(0, n, shard_size):  # by slice, shard by shard
-            try:
-                block = array[lo:lo + shard_size]
-            except Exception as err:  # a corrupt shard: report it, keep checking the rest
-                problems.append(f"skeleton/{spec.name} samples {lo}..{lo + shard_size - 1} unreadable: {err}")
-                continue
-            frames = np.arange(MAX_FRAMES)[None, :] >= num_frames[lo:lo + shard_size, None]
-            if np.abs(block[frames]).sum() != 0:
-                problems.append(f"skeleton/{spec.name} samples {lo}..: non-zero values past num_frames")
-    done = group["progress/shard_done"][:]
-    if not done.all():
-        problems.append(f"{int((done == 0).sum())} of {len(done)} shards not written")
+    if names != sorted(names) or len(set(names)) != n or not all(names):
+        problems.append("samples/name is not sorted, unique and complete: rebuild the store (--overwrite)")
+    else:
+        for field, values in meta_columns(names).items():
+            stored = samples[field][:]
+            bad = np.flatnonzero(stored != values)
+            if len(bad):
+                problems.append(f"samples/{field}: {len(bad)} values differ from the sample names "
+                                f"(first: sample {bad[0]}); rerun `ntu-prep extract` to rewrite them")
+    for stage, info in attrs.get("stages", {}).items():
+        problems += _verify_stage(group, stage, info, n, deep, advance)
     for protocol in group["splits"].group_keys():
         train, test = split_indices(group, protocol)
         both = np.concatenate([train, test])
@@ -211,6 +292,60 @@ def verify_store(group: zarr.Group) -> list[str]:
             problems.append(f"splits/{protocol} has indices outside [0, {n})")
         if len(np.unique(both)) != len(both):
             problems.append(f"splits/{protocol}: train and test overlap or repeat")
+    return problems
+
+
+def _verify_stage(group: zarr.Group, stage: str, info: dict, n: int, deep: bool,
+                  advance: Callable[[int], None] | None) -> list[str]:
+    problems = []
+    status = group[info["status"]][:]
+    unknown = set(np.unique(status).tolist()) - set(STATUS_NAMES)
+    if unknown:
+        problems.append(f"{info['status']} has unknown codes {sorted(unknown)}")
+    counts = {name: int((status == code).sum()) for name, code in STATUS_CODES.items()}
+    if info.get("counts") is not None and info["counts"] != counts:
+        problems.append(f"{stage}: recorded counts {info['counts']} differ from {info['status']} {counts}")
+    errors = read_strings(group[info["error"]])
+    if any(not errors[i] for i in np.flatnonzero(status == STATUS_CODES["failed"])):
+        problems.append(f"{stage}: a failed sample has no error message")
+    shard_size = info["shard_size"]
+    done = group[info["done"]][:]
+    if not done.all():
+        problems.append(f"{stage}: {int((done == 0).sum())} of {len(done)} shards not written; "
+                        "rerun the same `ntu-prep extract` command to finish them")
+    for shard, path, what in damaged_shards(group, stage):
+        lo = shard * shard_size
+        problems.append(f"{path} {_range(lo, min(lo + shard_size, n))} (shard {shard}): {what}; "
+                        "rerun the same `ntu-prep extract` command to re-prepare it")
+    if stage == "skeleton":
+        num_frames = group["samples/num_frames"][:]
+        ok = status == STATUS_CODES["ok"]
+        if (num_frames[ok] <= 0).any():
+            problems.append(f"{int((num_frames[ok] <= 0).sum())} ok samples have no frames")
+        if (num_frames > MAX_FRAMES).any() or (num_frames < 0).any():
+            problems.append("samples/num_frames outside [0, 300]")
+    for lo in range(0, n, shard_size):
+        if deep:
+            problems += _decode_shard(group, stage, info, lo, min(lo + shard_size, n))
+        if advance:
+            advance(1)
+    return problems
+
+
+def _decode_shard(group: zarr.Group, stage: str, info: dict, lo: int, hi: int) -> list[str]:
+    problems = []
+    for path in group[info["digest"]].attrs["files"]:
+        array = group[path]
+        try:
+            block = array[lo:hi]
+        except Exception as err:  # a corrupt shard: report it, keep checking the rest
+            problems.append(f"{path} {_range(lo, hi)} unreadable: {err}")
+            continue
+        if stage == "skeleton" and path in {s.path for s in SKELETON_ARRAYS}:
+            num_frames = group["samples/num_frames"][lo:hi]
+            past = np.arange(MAX_FRAMES)[None, :] >= num_frames[:, None]
+            if np.abs(block[past]).sum() != 0:
+                problems.append(f"{path} {_range(lo, hi)}: non-zero values past num_frames")
     return problems
 
 

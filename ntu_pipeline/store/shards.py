@@ -13,10 +13,10 @@ and bench/skeleton_stage.py measure it). The bytes written are exactly what zarr
 data (tests/test_shards.py compares them), so zarr reads the result natively.
 
 The format (zarr v3 sharding codec, index at the end): the encoded inner chunks one after another in
-Morton order (for a chunk grid that varies along the first axis only, plain order), then the index, an
-array (chunks_per_shard..., 2) of little-endian uint64 (offset, nbytes), both 2**64 - 1 for a chunk left
-out, followed by the crc32c of the index as little-endian uint32. A chunk equal to the fill value is left
-out (zarr's write_empty_chunks=False), and a shard with no chunk is no file at all.
+Morton order (for a chunk grid that varies along the first axis only, plain order), then the index,
+an array (chunk grid of the shard..., 2) of little-endian uint64 (offset, nbytes), both 2**64 - 1 for
+a chunk left out, followed by the crc32c of the index as little-endian uint32. A chunk equal to the
+fill value is left out (zarr's write_empty_chunks=False), and a shard with no chunk is no file at all.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ import numcodecs
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec
+from zarr.core.indexing import morton_order_iter  # zarr's own order of chunks in a shard
+
+from ..errors import StoreWriteError
 
 EMPTY = np.uint64(2**64 - 1)
 
@@ -58,18 +61,24 @@ def encode_chunk(encoder: numcodecs.Blosc, chunk: np.ndarray) -> bytes | None:
     return encoder.encode(np.ascontiguousarray(chunk, dtype=chunk.dtype.newbyteorder("<")))
 
 
-def assemble_shard(chunks: list[bytes | None], chunks_per_shard: int) -> bytes | None:
-    """The bytes of a shard from its encoded inner chunks in order (None: the chunk is left out).
+def assemble_shard(chunks: list[bytes | None], grid: int | tuple[int, ...]) -> bytes | None:
+    """The bytes of a shard from its encoded inner chunks (None: the chunk is left out).
 
-    len(chunks) <= chunks_per_shard (the last shard of an array may be short). None when all are empty.
+    chunks: in C order over the shard's chunk grid `grid` (an int for a grid along the first axis
+    only); it may be shorter than the grid (the last shard of an array). The chunks are laid out in
+    Morton order, as zarr does, and the index is in C order. None when every chunk is left out.
     """
-    index = np.full((chunks_per_shard, 2), EMPTY, dtype="<u8")
+    grid = (grid,) if isinstance(grid, int) else tuple(grid)
+    index = np.full((*grid, 2), EMPTY, dtype="<u8")
+    flat = index.reshape(-1, 2)
     parts, offset = [], 0
-    for i, data in enumerate(chunks):
+    for coords in morton_order_iter(grid):
+        i = int(np.ravel_multi_index(coords, grid))
+        data = chunks[i] if i < len(chunks) else None
         if data is None:
             continue
         parts.append(data)
-        index[i] = (offset, len(data))
+        flat[i] = (offset, len(data))
         offset += len(data)
     if not parts:
         return None
@@ -93,24 +102,44 @@ def shard_path(store_root: Path, array: zarr.Array, shard: int) -> Path:
     return Path(store_root, array.path, "c", str(shard), *(["0"] * (array.ndim - 1)))
 
 
+def shard_grid(array: zarr.Array) -> tuple[int, ...]:
+    """The chunk grid of one shard: (samples per shard, chunks per sample along the other axes)."""
+    return tuple(s // c for s, c in zip(array.shards, array.chunks, strict=True))
+
+
 def check_layout(array: zarr.Array) -> None:
-    """Refuse an array this module cannot write: it needs one sample per chunk, fill value 0."""
-    if array.chunks[0] != 1 or array.shards[1:] != array.shape[1:] or array.chunks[1:] != array.shape[1:]:
-        raise ValueError(f"{array.path}: expected one sample per chunk and whole samples per shard")
+    """Refuse an array this module cannot write: whole samples per shard, fill value 0."""
+    if array.chunks[0] != 1 or array.shards[1:] != array.shape[1:]:
+        raise ValueError(f"{array.path}: expected one sample per chunk row and whole samples per shard")
     if array.fill_value != 0:
         raise ValueError(f"{array.path}: fill value must be 0")
 
 
+def file_digest(path: Path) -> str:
+    """What the progress record keeps of a written file: "size:crc32c", or "-" for no file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "-"
+    return f"{len(data)}:{google_crc32c.value(data):08x}"
+
+
 def write_shard_file(store_root: Path, array: zarr.Array, shard: int, data: bytes | None) -> None:
-    """Write shard `shard`'s bytes atomically (as zarr's own writes are), or remove it when None."""
+    """Write shard `shard`'s bytes atomically (as zarr's own writes are), or remove it when None.
+
+    An OSError is re-raised naming the file (`[Errno 27] File too large` alone says nothing)."""
     path = shard_path(store_root, array, shard)
-    if data is None:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        if data is None:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise StoreWriteError(f"{path}: cannot write shard {shard} of {array.path}: {reason}") from err
 
 
 def write_whole_shard(store_root: Path, array: zarr.Array, shard: int, block: np.ndarray) -> None:

@@ -1,0 +1,163 @@
+"""A stage and its shard task: what one worker does with one shard of one stage.
+
+    stage = skeleton_stage(shard_size=128)   # stages/skeleton.py; stages/rgb.py likewise
+    write_shard(ShardTask(store, stage, shard=3, start=384, entries=...))
+
+A stage prepares one sample into the arrays it declares (`Stage.prepare`); `write_shard` loops over a
+shard's samples, records each failure with its reason in the stage's error column, encodes the sharded
+arrays itself (store/shards.py says why), writes that shard's files and nothing else, records their
+sizes and crc32c (what `verify` and resume check), and marks the shard done last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from ..errors import NTUPrepError, StoreWriteError
+from ..store.schema import STATUS_CODES, ArraySpec, open_store
+from ..store.shards import (
+    assemble_shard,
+    check_layout,
+    chunk_encoder,
+    encode_chunk,
+    file_digest,
+    shard_grid,
+    shard_path,
+    write_shard_file,
+)
+from .interrupt import check_interrupt
+
+
+@dataclass(frozen=True)
+class SampleEntry:
+    """One sample as a stage task sees it: its row in the table and its input file (None: absent)."""
+
+    name: str
+    index: int
+    path: str | None
+    on_missing_list: bool
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """What a stage made of one sample: array path -> values (sharded arrays may be shorter along
+    their first per-sample axis: the rest is zero), and a note worth keeping ('' when none)."""
+
+    arrays: dict[str, np.ndarray]
+    note: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """A stage: the arrays it writes (status, error and note columns among them), its progress record,
+    what shapes its content (`options`), and `prepare(entry, group) -> Prepared`, a module-level
+    function (it travels to worker processes) that raises on bad input."""
+
+    name: str
+    input_kind: str  # what the input files are, for messages
+    arrays: tuple[ArraySpec, ...]
+    status: str
+    error: str
+    note: str
+    done: str
+    digest: str
+    shard_size: int
+    options: dict
+    prepare: Callable[[SampleEntry, zarr.Group], Prepared]
+
+    def record(self, source: dict) -> dict:
+        return {"options": self.options, "source": source, "shard_size": self.shard_size,
+                "status": self.status, "error": self.error, "note": self.note, "done": self.done,
+                "digest": self.digest, "counts": None, "state": "extracting"}
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    store: str  # absolute: a remote worker resolves relative paths against its own folder
+    stage: Stage
+    shard: int
+    start: int
+    entries: tuple[SampleEntry, ...]
+
+
+def _encoders(group: zarr.Group, stage: Stage) -> dict[str, Callable[[np.ndarray], bytes | None]]:
+    out = {}
+    for spec in stage.arrays:
+        if not spec.sharded:
+            continue
+        array = group[spec.path]
+        check_layout(array)
+        if spec.codec == "jpeg":
+            from ..store.jpeg_codec import chunk_frame_encoder
+
+            out[spec.path] = chunk_frame_encoder(array)
+        else:
+            encoder = chunk_encoder(array)
+            out[spec.path] = lambda chunk, e=encoder: encode_chunk(e, chunk)
+    return out
+
+
+def _encode_sample(spec: ArraySpec, values: np.ndarray, buffer: np.ndarray,
+                   encode: Callable[[np.ndarray], bytes | None]) -> list[bytes | None]:
+    """The encoded chunks of one sample, in C order (one per sample, or one per frame)."""
+    if spec.layout == "sample":
+        n = len(values)
+        buffer[:n] = values
+        buffer[n:] = 0
+        return [encode(buffer)]
+    frames = [encode(frame) for frame in values[: spec.tail[0]]]
+    return frames + [None] * (spec.tail[0] - len(frames))
+
+
+def write_shard(task: ShardTask) -> dict[str, int]:
+    """Prepare every sample of one shard and write its files; runs in a worker process (or here)."""
+    stage, k = task.stage, len(task.entries)
+    group = open_store(task.store, mode="r+")
+    root = Path(task.store)
+    encoders = _encoders(group, stage)
+    sharded = [spec for spec in stage.arrays if spec.sharded]
+    columns = {spec.path: np.full((k, *spec.tail), spec.fill, object if spec.dtype is str else spec.dtype)
+               for spec in stage.arrays if not spec.sharded}
+    buffers = {spec.path: np.zeros(spec.tail, spec.dtype) for spec in sharded if spec.layout == "sample"}
+    chunks: dict[str, list[bytes | None]] = {spec.path: [] for spec in sharded}
+    for i, entry in enumerate(task.entries):
+        check_interrupt()
+        status = "missing_skeleton" if entry.on_missing_list else "ok"
+        prepared = None
+        if entry.path is None:
+            status = "absent"
+        else:
+            try:
+                prepared = stage.prepare(entry, group)
+            except Exception as err:  # recorded in the store with its reason; the shard goes on
+                columns[stage.error][i] = str(err) if isinstance(err, NTUPrepError) else (
+                    f"{entry.path}: {type(err).__name__}: {err}")
+                status = "failed" if status == "ok" else status
+        for spec in sharded:
+            values = prepared.arrays[spec.path] if prepared else np.zeros((0, *spec.tail[1:]), spec.dtype)
+            chunks[spec.path] += _encode_sample(spec, values, buffers.get(spec.path), encoders[spec.path])
+        if prepared:
+            for path, values in prepared.arrays.items():
+                if path in columns:
+                    columns[path][i] = values
+            columns[stage.note][i] = prepared.note
+        columns[stage.status][i] = STATUS_CODES[status]
+    for spec in sharded:  # whole shards, encoded here: see store/shards.py for why
+        array = group[spec.path]
+        write_shard_file(root, array, task.shard, assemble_shard(chunks[spec.path], shard_grid(array)))
+    stop = task.start + k
+    for path, values in columns.items():
+        try:
+            group[path][task.start:stop] = values
+        except OSError as err:
+            where = f"{root / path}: cannot write samples {task.start}..{stop - 1}"
+            raise StoreWriteError(f"{where}: {err.strerror or err}") from err
+    digests = [file_digest(shard_path(root, group[spec.path], task.shard)) for spec in stage.arrays]
+    group[stage.digest][task.shard] = np.asarray(digests, dtype=object)
+    group[stage.done][task.shard] = 1  # last: the shard counts only once all of it is written
+    return {"shard": task.shard, "samples": k}
