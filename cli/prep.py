@@ -92,9 +92,9 @@ def main():
 @_user_errors
 def extract_command(skeletons, videos, out, dataset, jobs, backend, scheduler, shard_size, frames, size,
                     rgb_codec, quality, rgb_shard_size, overwrite, quiet):
-    """Parse, denoise and store every skeleton; decode, crop and store every video.
+    """Prepare skeletons and videos into a store (resumable).
 
-    To resume an interrupted run (Ctrl-C, kill -9, a crash), or to repair shards that `verify` reports
+    Parses, denoises and stores every skeleton; decodes, crops and stores every video. To resume an interrupted run (Ctrl-C, kill -9, a crash), or to repair shards that `verify` reports
     damaged, rerun the same command: finished shards are kept and the rest are prepared again.
     """
     if frames != "all" and not frames.isdigit():
@@ -221,7 +221,7 @@ def sheet_command(store, out, samples, columns):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def synth_command(out, samples, classes, seed, no_videos, quiet):
-    """Write a synthetic NTU-format corpus (.skeleton files and _rgb.avi videos)."""
+    """Write a synthetic NTU-format corpus (skeletons, videos)."""
     from ntu_pipeline.synth.corpus import write_synthetic_corpus
 
     written = write_synthetic_corpus(out, samples, classes, seed, videos=not no_videos, progress=not quiet)
