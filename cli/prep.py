@@ -94,7 +94,9 @@ def extract_command(skeletons, videos, out, dataset, jobs, backend, scheduler, s
                     rgb_codec, quality, rgb_shard_size, overwrite, quiet):
     """Prepare skeletons and videos into a store (resumable).
 
-    Parses, denoises and stores every skeleton; decodes, crops and stores every video. To resume an interrupted run (Ctrl-C, kill -9, a crash), or to repair shards that `verify` reports
+    Parses, denoises and stores every skeleton; decodes, crops and stores every video.
+
+    To resume an interrupted run (Ctrl-C, kill -9, a crash), or to repair shards that `verify` reports
     damaged, rerun the same command: finished shards are kept and the rest are prepared again.
     """
     if frames != "all" and not frames.isdigit():

@@ -44,7 +44,8 @@ def reference(corpus, tmp_path_factory) -> Path:
 
 
 def run_extract(corpus: Path, out: Path, **options):
-    config = ExtractConfig(skeletons=corpus, out=out, dataset="ntu60", shard_size=8, progress=False, **options)
+    config = ExtractConfig(skeletons=corpus, out=out, dataset="ntu60", shard_size=8, progress=False,
+                           **options)
     return extract(config, say=lambda _: None)
 
 
@@ -145,7 +146,8 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_store(corpus, tmp_path):
     folder.mkdir()
     (folder / "thesis.tex").write_text("years of work")
     for flags in ([], ["--overwrite"]):
-        result = CliRunner().invoke(main, ["extract", "--skeletons", str(corpus), "--out", str(folder), *flags])
+        command = ["extract", "--skeletons", str(corpus), "--out", str(folder), *flags]
+        result = CliRunner().invoke(main, command)
         assert result.exit_code == 1, result.output
         assert "not an ntu-prep store" in result.output and "--overwrite" not in result.output
     assert (folder / "thesis.tex").read_text() == "years of work"
@@ -197,8 +199,9 @@ def test_an_os_error_names_the_file(corpus, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
     result = subprocess.run(
-        [sys.executable, "-m", "cli.prep", "extract", "--skeletons", str(corpus), "--out", str(tmp_path / "s.zarr"),
-         "--dataset", "ntu60", "--quiet"], env=ENV, capture_output=True, text=True, preexec_fn=small_files)
+        [sys.executable, "-m", "cli.prep", "extract", "--skeletons", str(corpus), "--out",
+         str(tmp_path / "s.zarr"), "--dataset", "ntu60", "--quiet"],
+        env=ENV, capture_output=True, text=True, preexec_fn=small_files)
     assert result.returncode == 1, result.stderr
     assert "File too large" in result.stderr and str(tmp_path / "s.zarr") in result.stderr
     assert "Traceback" not in result.stderr
@@ -234,8 +237,8 @@ def test_ctrl_c_stops_with_one_line_and_exit_130(tmp_path, jobs):
     command = [sys.executable, "-m", "cli.prep", "extract", "--skeletons", str(raw), "--out", str(out),
                "--dataset", "ntu60", "--shard-size", "16", "--jobs", str(jobs), "--quiet"]
     for fraction in (0.1, 0.5):  # early, then midway: Ctrl-C lands while shards are being written
-        process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)
+        process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)
         deadline = time.monotonic() + 120
         while shards_done(out) < fraction * 38 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
