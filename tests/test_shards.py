@@ -50,3 +50,25 @@ def test_an_all_empty_shard_is_no_file(tmp_path):
     write_whole_shard(tmp_path / "s.zarr", array, 0, np.zeros((4, 4, 3), "float32"))
     assert not shard_path(tmp_path / "s.zarr", array, 0).exists()
     assert not zarr.open_array(str(tmp_path / "s.zarr" / "x"))[:].any()
+
+
+def test_per_frame_chunks_are_laid_out_in_zarrs_morton_order(tmp_path):
+    """A shard of (samples x frames) chunks, as rgb/frames has: the same bytes as zarr's writer."""
+    from ntu_pipeline.store.shards import assemble_shard, chunk_encoder, encode_chunk, shard_grid
+
+    codec = BloscCodec(cname="lz4", shuffle="shuffle")
+    tail = (5, 6, 6, 3)  # frames, height, width, channels
+    arrays = []
+    for name in ("ours", "theirs"):
+        group = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="a", zarr_format=3)
+        arrays.append(group.create_array("x", shape=(6, *tail), dtype="uint8", chunks=(1, 1, 6, 6, 3),
+                                         shards=(3, *tail), compressors=codec, fill_value=0))
+    ours, theirs = arrays
+    block = np.random.default_rng(1).integers(1, 255, (3, *tail), dtype=np.uint8)
+    block[1, 2] = 0  # a frame left out
+    theirs[0:3] = block
+    encoder = chunk_encoder(ours)
+    chunks = [encode_chunk(encoder, frame) for sample in block for frame in sample]  # C order
+    assert shard_grid(ours) == (3, 5, 1, 1, 1)
+    data = assemble_shard(chunks, shard_grid(ours))
+    assert data == shard_path(tmp_path / "theirs.zarr", theirs, 0).read_bytes()
