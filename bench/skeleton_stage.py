@@ -105,8 +105,8 @@ def run_phase(phase: str, corpus: Path, store: Path, repeat: int) -> dict:
         else:
             out = store.with_name(f"{store.stem}_{run}.zarr")  # a new store each run: no resuming
             config = ExtractConfig(skeletons=corpus, out=out, dataset="ntu60", jobs=1, progress=False)
-            summary = extract(config)
-            note = "status: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items() if v)
+            summary = extract(config, say=lambda _: None)
+            note = "status: " + ", ".join(f"{k} {v}" for k, v in summary.stages[0].counts.items() if v)
         seconds = min(seconds, time.perf_counter() - started)
     return {
         "phase": phase, "files": len(files), "bytes": nbytes, "seconds": seconds, "warmup": warmup,

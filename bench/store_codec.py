@@ -23,7 +23,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from ntu_pipeline.stages.runner import prepare_skeleton
+from ntu_pipeline.stages.skeleton import prepare_skeleton
+from ntu_pipeline.stages.stage import SampleEntry
 from ntu_pipeline.store import MAX_FRAMES
 from ntu_pipeline.store.shards import write_whole_shard
 
@@ -41,7 +42,8 @@ def real_arrays(samples_dir: Path, count: int) -> np.ndarray:
     if not files:
         raise SystemExit(f"no real samples under {samples_dir}/skeletons (set NTU_SAMPLES)")
     out = np.zeros((count, MAX_FRAMES, 2, 25, 3), np.float32)  # zero-padded, as in the store
-    prepared = [prepare_skeleton(f).arrays["joints"] for f in files]
+    entries = [SampleEntry(f.stem, 0, str(f), False) for f in files]
+    prepared = [prepare_skeleton(entry).arrays["skeleton/joints"] for entry in entries]
     for i in range(count):
         joints = prepared[i % len(prepared)]
         out[i, :len(joints)] = joints
