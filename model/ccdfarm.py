@@ -2,7 +2,8 @@
 
     import model
     net = model.build("ccdfarm", num_classes=60)
-    out = net(rgb, skeleton)        # rgb (B, 3, T, H, W), skeleton (B, 3, 32, 25, 2); motion from eq. 2
+    out = net(rgb, skeleton)        # rgb (B, 3, T, H, W), skeleton (B, 3, 32, 25, 2); motion from eq. 2,
+                                    # masked where an actor is absent (model.skeleton_motion)
     out["logits"]                   # the prediction, (B, 60); also out["rgb"], out["skeleton"], out["fused"]
     loss = model.heads_loss(out, labels)
 
@@ -80,7 +81,9 @@ class TwoStreamNet(nn.Module):
     """I3D (RGB) + HCN (skeleton) with optional fusion at points 1 and 2, TIAM and MFFM.
 
     forward(rgb (B, 3, T, H, W), skeleton (B, 3, T_s, 25, 2), motion=None) -> dict of logits (B, K):
-    "rgb", "skeleton", "fused" (with MFFM) and "logits", the prediction.
+    "rgb", "skeleton", "fused" (with MFFM) and "logits", the prediction. T_s = config.frames; T, H, W
+    any size; the same B in rgb and skeleton; float32/float16/bfloat16. Anything else raises ValueError
+    naming the argument and the expected shape. motion defaults to `skeleton_motion(skeleton)`.
     """
 
     def __init__(self, config: TwoStreamConfig):
@@ -123,6 +126,11 @@ class TwoStreamNet(nn.Module):
         if rgb is None or skeleton is None:
             raise ValueError("a two-stream network needs both rgb (B, 3, T, H, W) and skeleton "
                              "(B, 3, T, 25, 2)")
+        self.rgb.check_rgb(rgb)
+        self.skeleton.check_inputs(skeleton, motion)
+        if rgb.shape[0] != skeleton.shape[0]:
+            raise ValueError(f"rgb and skeleton must hold the same batch B: rgb (B, 3, T, H, W) is "
+                             f"{tuple(rgb.shape)}, skeleton (B, 3, T_s, 25, 2) is {tuple(skeleton.shape)}")
         if motion is None:
             motion = skeleton_motion(skeleton)
         batch, persons = skeleton.shape[0], self.skeleton.config.num_persons
@@ -164,17 +172,29 @@ def to_channels_last_3d(net: nn.Module) -> nn.Module:
 
 def heads_loss(outputs: Mapping[str, Tensor], target: Tensor,
                weights: Mapping[str, float] | None = None) -> Tensor:
-    """Sum over the heads present ("rgb", "skeleton", "fused") of weight * cross-entropy (B,) labels.
+    """Sum over the heads present ("rgb", "skeleton", "fused") of weight * cross-entropy.
 
-    weights default to 1 per head; a head missing from `weights` counts with weight 1.
+    outputs: a network's result, logits (B, K) per head; target: int64 class labels (B,) in [0, K).
+    weights default to 1 per head; a head missing from `weights` counts with weight 1. A target of
+    another shape or dtype, or a label outside [0, K), raises ValueError (on CUDA cross-entropy would
+    otherwise stop with a device-side assert); the range check reads one bool back from the device.
     """
     weights = weights or {}
     unknown = set(weights) - set(HEADS)
     if unknown:
         raise ValueError(f"unknown heads {sorted(unknown)}; heads are {HEADS}")
-    terms = [weights.get(h, 1.0) * F.cross_entropy(outputs[h].float(), target) for h in HEADS if h in outputs]
-    if not terms:
+    heads = [h for h in HEADS if h in outputs]
+    if not heads:
         raise ValueError(f"outputs has none of the heads {HEADS}: {sorted(outputs)}")
+    batch, num_classes = outputs[heads[0]].shape
+    if target.shape != (batch,) or target.dtype != torch.int64:
+        raise ValueError(f"target must be int64 class labels (B,) = ({batch},), got {target.dtype} of shape "
+                         f"{tuple(target.shape)}")
+    outside = (target < 0) | (target >= num_classes)
+    if outside.any():
+        raise ValueError(f"target labels must be in [0, {num_classes}) for {num_classes} classes, got "
+                         f"{target[outside].unique().tolist()}")
+    terms = [weights.get(h, 1.0) * F.cross_entropy(outputs[h].float(), target) for h in heads]
     return torch.stack(terms).sum()
 
 

@@ -2,8 +2,16 @@
 
     from model.hcn import HCN, HCNConfig
     net = HCN(HCNConfig(num_classes=60, frames=32))
-    out = net(skeleton=skeleton)  # skeleton (B, 3, T, V=25, M=2), xyz in metres; motion from eq. 2
+    out = net(skeleton=skeleton)  # skeleton (B, 3, T=32, V=25, M=2), xyz in metres; T = config.frames
     out["logits"]                 # (B, 60)
+    motion = skeleton_motion(skeleton)  # what net uses when no motion is given (eq. 2, masked)
+
+Input: float32 (or float16/bfloat16) skeletons of exactly (B, in_channels, frames, num_joints,
+num_persons); anything else is refused with a ValueError naming the argument and the expected shape.
+Motion (paper eq. 2), one definition everywhere: M_t = S_{t+1} - S_t on the frames the model is given
+(after temporal sampling), zero where the actor is absent in frame t or t+1 and at the last frame. An
+actor is absent from a frame when its (3, 25) slice there is all zero, as the store leaves empty slots;
+so an actor entering or leaving the scene makes no spike of size |S|.
 
 Two persons go through the same weights (folded into the batch axis) and meet in an element-wise max
 after conv6. Each person has a position branch and a motion branch:
@@ -26,17 +34,32 @@ from torch import Tensor, nn
 
 from model.tiam import TIAM
 
+# Input dtypes the networks accept: float64 fails deep inside the first convolution of a float32 model
+# (or runs a .double() one at a cost nobody asked for); integers are not coordinates.
+INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
 
 def skeleton_motion(skeleton: Tensor) -> Tensor:
-    """Motion M_t = S_{t+1} - S_t (paper eq. 2), zero at the last frame: (B, C, T, V, M) -> same shape."""
-    step = skeleton[:, :, 1:] - skeleton[:, :, :-1]  # (B, C, T-1, V, M)
+    """Motion of skeletons (B, C, T, V, M) -> (B, C, T, V, M): M_t = S_{t+1} - S_t (paper eq. 2), masked.
+
+    Taken on the frames given (call it after temporal sampling, never sum a per-frame motion over the
+    skipped frames). Zero where actor m is absent in frame t or in frame t+1, and at the last frame. Actor
+    m is present in frame t of sample b when any coordinate of skeleton[b, :, t, :, m] is non-zero (the
+    store keeps empty slots all zero), so an actor entering or leaving makes no spike of size |S|. The
+    store's per-frame `skeleton/motion` follows the same rule at full frame rate. No data-dependent control
+    flow: `torch.compile(fullgraph=True)` traces it.
+    """
+    present = skeleton.ne(0).any(dim=3).any(dim=1)  # (B, T, M): any non-zero over C and V
+    both = (present[:, 1:] & present[:, :-1])[:, None, :, None, :]  # (B, 1, T-1, 1, M)
+    step = torch.where(both, skeleton[:, :, 1:] - skeleton[:, :, :-1], 0.0)  # (B, C, T-1, V, M)
     return torch.cat([step, torch.zeros_like(skeleton[:, :, :1])], dim=2)
 
 
 @dataclass(frozen=True)
 class HCNConfig:
-    """num_classes; frames T (a multiple of 16: four 2x poolings); joints V; persons M; input channels
-    (3 for xyz); tiam: insert TIAM after conv4; dropout: the rate of every dropout layer."""
+    """num_classes; frames T (a multiple of 16: four 2x poolings; the network takes exactly T frames,
+    since fc7's width depends on it); joints V; persons M; input channels (3 for xyz); tiam: insert TIAM
+    after conv4; dropout: the rate of every dropout layer."""
 
     num_classes: int
     frames: int = 32
@@ -103,18 +126,34 @@ class HCN(nn.Module):
         self.dropout2d = nn.Dropout2d(config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
+    def check_inputs(self, skeleton: Tensor, motion: Tensor | None = None) -> None:
+        """Raise ValueError unless skeleton [and motion] are float (B, C, T, V, M) of this config's sizes.
+
+        Static shapes and dtypes only, so it costs nothing and compiles without a graph break (under
+        `torch.compile(fullgraph=True)` a refusal surfaces as dynamo's error, carrying this message).
+        """
+        cfg = self.config
+        expected = (cfg.in_channels, cfg.frames, cfg.num_joints, cfg.num_persons)
+        for name, x in (("skeleton", skeleton), ("motion", motion)):
+            if x is None:
+                continue
+            if x.ndim != 5 or tuple(x.shape[1:]) != expected or x.dtype not in INPUT_DTYPES:
+                raise ValueError(
+                    f"{name} must be a float32/float16/bfloat16 tensor (B, {cfg.in_channels}, {cfg.frames}, "
+                    f"{cfg.num_joints}, {cfg.num_persons}) = (batch, xyz, frames, joints, persons) for this "
+                    f"HCN (frames={cfg.frames}); got {x.dtype} of shape {tuple(x.shape)}")
+        if motion is not None and motion.shape[0] != skeleton.shape[0]:
+            raise ValueError(f"motion must have the skeleton's shape {tuple(skeleton.shape)}, "
+                             f"got {tuple(motion.shape)}")
+
     def _fold_persons(self, x: Tensor) -> Tensor:
-        """(B, C, T, V, M) -> (B*M, C, T, V)."""
+        """(B, C, T, V, M) -> (B*M, C, T, V), batch-major: row b*M + m is person m of sample b."""
         b, c, t, v, m = x.shape
-        if (c, t, v, m) != (self.config.in_channels, self.config.frames, self.config.num_joints,
-                            self.config.num_persons):
-            cfg = self.config
-            raise ValueError(f"HCN expects skeletons (B, {cfg.in_channels}, {cfg.frames}, {cfg.num_joints}, "
-                             f"{cfg.num_persons}), got {tuple(x.shape)}")
-        return x.permute(0, 4, 1, 2, 3).reshape(b * m, c, t, v)
+        return x.permute(0, 4, 1, 2, 3).reshape(b * m, c, t, v)  # (B*M, C, T, V)
 
     def point_features(self, skeleton: Tensor, motion: Tensor) -> tuple[Tensor, Tensor]:
         """Skeleton and motion (B, C, T, V, M) -> position and motion maps (B*M, 64, T/4, 8)."""
+        self.check_inputs(skeleton, motion)
         p = self.position(self._fold_persons(skeleton))
         m = self.motion(self._fold_persons(motion))
         if self.tiam is not None:
@@ -133,7 +172,9 @@ class HCN(nn.Module):
         return self.dropout(F.relu(self.fc7(x.flatten(1))))  # (B, 512)
 
     def forward_features(self, skeleton: Tensor, motion: Tensor | None = None) -> Tensor:
-        """(B, C, T, V, M) skeleton [and motion] -> fc7 features (B, 512)."""
+        """(B, C, T, V, M) skeleton [and motion] -> fc7 features (B, 512). Motion defaults to
+        `skeleton_motion(skeleton)`."""
+        self.check_inputs(skeleton, motion)
         if motion is None:
             motion = skeleton_motion(skeleton)
         return self.global_features(self.cooccurrence_features(*self.point_features(skeleton, motion)))
@@ -144,11 +185,14 @@ class HCN(nn.Module):
 
     def forward(self, rgb: Tensor | None = None, skeleton: Tensor | None = None,
                 motion: Tensor | None = None) -> dict[str, Tensor]:
-        """Same call as the two-stream networks; `rgb` is ignored. skeleton, motion: (B, C, T, V, M).
+        """Same call as the two-stream networks; `rgb` is ignored. skeleton, motion: (B, C, T, V, M) with
+        T = config.frames; motion defaults to `skeleton_motion(skeleton)`.
 
         Returns {"logits": (B, K), "skeleton": (B, K)} (the same tensor under both names).
         """
         if skeleton is None:
-            raise ValueError("HCN needs the skeleton (B, 3, T, 25, 2); got skeleton=None")
+            cfg = self.config
+            raise ValueError(f"HCN needs the skeleton (B, {cfg.in_channels}, {cfg.frames}, {cfg.num_joints}, "
+                             f"{cfg.num_persons}); got skeleton=None")
         logits = self.forward_head(self.forward_features(skeleton, motion))
         return {"logits": logits, "skeleton": logits}

