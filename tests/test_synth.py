@@ -213,6 +213,8 @@ def motion_feature(joints: np.ndarray) -> np.ndarray:
 
 
 def test_class_is_learnable_by_nearest_centroid_across_performers():
+    """From the skeleton alone. The object twins (classes 0 and 1) share one skeleton motion by design
+    (only the video tells them apart: tests/test_synth_video.py), so they count as one class here."""
     num_classes = 8
     names = sample_names(128, num_classes, seed=7)
     features, labels, train = [], [], []
@@ -220,11 +222,12 @@ def test_class_is_learnable_by_nearest_centroid_across_performers():
         scene = synth_sample(name, num_classes, seed=7)
         features.append(motion_feature(next(b for b in scene.bodies if b.kind == "actor").joints))
         sid = SampleId.parse(name)
-        labels.append(sid.label)
+        labels.append(0 if sid.label == 1 else sid.label)  # the object twins merged
         train.append(bool(get_protocol("xsub").is_train(sid.performer)))
     X, y, train = np.array(features), np.array(labels), np.array(train)
     X = (X - X[train].mean(0)) / X[train].std(0)
-    centroids = np.stack([X[train & (y == c)].mean(0) for c in range(num_classes)])
-    predicted = np.argmin(((X[~train, None] - centroids) ** 2).sum(-1), axis=1)
+    classes = np.unique(y)  # 7 skeleton classes
+    centroids = np.stack([X[train & (y == c)].mean(0) for c in classes])
+    predicted = classes[np.argmin(((X[~train, None] - centroids) ** 2).sum(-1), axis=1)]
     accuracy = (predicted == y[~train]).mean()
-    assert accuracy > 0.7, f"held-out accuracy {accuracy:.2f}, chance {1 / num_classes:.2f}"
+    assert accuracy > 0.85, f"held-out accuracy {accuracy:.2f}, chance {1 / len(classes):.2f}"

@@ -35,12 +35,5 @@ def write_synthetic_corpus(out: Path, samples: int, classes: int, seed: int = 0,
     (out / MARKER).write_text(json.dumps({"samples": samples, "classes": classes, "seed": seed,
                                           "videos": videos}))
     with ProgressBar(samples, "samples", "synth", enabled=progress) as bar:
-        paths = write_corpus(out, samples, classes, seed, progress=bar.advance, **(
-            {"videos": True} if videos and _has_videos() else {}))
+        paths = write_corpus(out, samples, classes, seed, progress=bar.advance, videos=videos)
     return len(paths)
-
-
-def _has_videos() -> bool:
-    import inspect
-
-    return "videos" in inspect.signature(write_corpus).parameters

@@ -3,6 +3,7 @@
 Usage:
     ntu-prep synth demo_raw/ --samples 240 --classes 6 [--seed 0]
     write_corpus(Path("demo_raw"), 240, 6)      # demo_raw/S001/S001C001P002R001A001.skeleton, ...
+    write_corpus(Path("demo_raw"), 240, 6, videos=True)   # and <name>_rgb.avi beside each (synth/video.py)
     scene = synth_sample("S001C002P003R001A004", num_classes=6)
     scene.bodies[0].joints                       # (F_b, 25, 3) metres, camera coordinates
     format_skeleton(scene)                       # the file's text
@@ -18,6 +19,22 @@ The rules:
   sample jitters tempo, amplitude, phase, onset, body size (by performer), position, view (camera
   C001 +45 deg, C002 0, C003 -45, plus up to 12 deg) and camera height and pitch (by setup), and adds
   a small fidget of a random limb group.
+- Twin classes make the two modalities complementary, as in real NTU (where A001 "drink water" and
+  A002 "eat meal" differ mostly in what is held, and a reach towards the camera is plainer in depth
+  than in the image), so only a model using both gets every class right. A twin performs its
+  partner's motion instead of its own (`twin_classes` says which pairs a corpus has):
+  - object twins, classes 0 and 1 (num_classes >= 2): class 1 performs class 0's motion exactly
+    (the same ClassMotion but for `held`: identical skeleton distributions); class 0 holds a red ball
+    in the right hand, class 1 a blue ball. The ball is drawn only in the video.
+  - depth twins, classes 2 and 3 (num_classes >= 5, so that both are one-person classes): class 3
+    performs class 2's motion and also brings the hands of the moving limbs up to PUSH_M (times the
+    amplitude) towards the colour camera along its viewing rays, in step with the motion; elbows and
+    shoulders move in proportion to their distance along the arm. A point moved along a viewing ray
+    projects to the same pixel, so class 3's colour projections, hence its video, are distributed
+    exactly as class 2's; its joints' depth is not. The price: no rigid motion keeps every
+    projection, so class 3's arm bones change length as they push (by 2-7% in the median frame, up to
+    ~45% where a bone points at the camera; real Kinect bone lengths wander too, not with the motion).
+  Every other class keeps its own motion.
 - Two-person classes are the last num_classes // 3 (as NTU's mutual actions A050-A060 come last):
   actor 1 performs the class motion facing actor 2, who answers with limb group (label + 3) % 8, a
   quarter cycle later; actor 1 steps towards actor 2 (even labels) or actor 2 backs away (odd).
@@ -26,11 +43,13 @@ The rules:
   10% end with 1-5; 15% of files use CRLF line ends. Frames: 40-150 per sample at 30 fps.
 - Body IDs are 2**56 + a few thousand, as the Kinect writes them; bodies of a file differ in the
   last digits. Numbers are written as the Kinect SDK does: 7 significant digits, `E-05` exponents.
+- With videos=True, `write_corpus` also renders <name>_rgb.avi beside each file (synth/video.py):
+  the actors drawn at their colour-frame joints, the held object, nothing of the noise bodies.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +67,8 @@ LIMB_GROUPS = ("right arm", "left arm", "both arms", "arms antiphase", "right le
                "right arm + trunk")
 PATTERNS = ("forward", "circle", "sideways")
 TEMPOS_HZ = (0.45, 0.7, 1.0, 1.35, 1.8)
+HELD_OBJECTS = ("red ball", "blue ball")  # held by the object twins, classes 0 and 1
+PUSH_M = 0.25  # metres the depth twin's hands come towards the camera at full amplitude
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,8 @@ class ClassMotion:
     pattern: str  # one of PATTERNS
     tempo_hz: float
     two_person: bool
+    held: str = ""  # one of HELD_OBJECTS, in actor 1's right hand, drawn only in the video; "" nothing
+    push_m: float = 0.0  # how far the moving hands come towards the colour camera, along its rays
 
 
 def class_motion(label: int, num_classes: int) -> ClassMotion:
@@ -133,6 +156,24 @@ def class_motion(label: int, num_classes: int) -> ClassMotion:
     _check_classes(num_classes)
     if not 0 <= label < num_classes:
         raise ValueError(f"class label {label} outside 0..{num_classes - 1}")
+    twins = twin_classes(num_classes)
+    if label in twins.get("object", ()):  # class 0's motion, told apart by the object in the video
+        return replace(_own_motion(0, num_classes), held=HELD_OBJECTS[label])
+    if label in twins.get("depth", ()):  # class 2's motion, told apart by depth in the skeleton
+        return replace(_own_motion(2, num_classes), push_m=PUSH_M if label == 3 else 0.0)
+    return _own_motion(label, num_classes)
+
+
+def twin_classes(num_classes: int) -> dict[str, tuple[int, int]]:
+    """The twin pairs of a corpus of `num_classes` classes: {"object": (0, 1), "depth": (2, 3)} where
+    they exist (see the module docstring)."""
+    _check_classes(num_classes)
+    one_person = num_classes - num_classes // 3
+    return {kind: pair for kind, pair, need in (("object", (0, 1), 2), ("depth", (2, 3), 4))
+            if one_person >= need}
+
+
+def _own_motion(label: int, num_classes: int) -> ClassMotion:
     return ClassMotion(label % 8, PATTERNS[label % 3], TEMPOS_HZ[label % 5],
                        label >= num_classes - num_classes // 3)
 
@@ -167,12 +208,14 @@ class SyntheticBody:
 
 @dataclass(frozen=True, eq=False)
 class SyntheticSample:
-    """One sample's scene: bodies in order of first appearance (actors first on ties)."""
+    """One sample's scene: bodies in order of first appearance (actors first on ties), and the motion
+    its actors perform (what the video needs beyond the joints: the held object)."""
 
     name: str
     num_frames: int
     bodies: tuple[SyntheticBody, ...]
     crlf: bool
+    motion: ClassMotion
 
     def text(self) -> str:
         return format_skeleton(self)
@@ -274,14 +317,27 @@ def _bone_quaternions(joints: np.ndarray) -> np.ndarray:
     return q
 
 
-def _make_body(rng, body_id: int, first: int, kind: str, joints: np.ndarray) -> SyntheticBody:
-    """Add the Kinect's jitter and the fields a file carries to clean joints (F_b, 25, 3)."""
+def _push_along_rays(joints: np.ndarray, push: np.ndarray) -> np.ndarray:
+    """joints (F, 25, 3) moved push (F, 25) metres towards the colour camera along its viewing rays:
+    COLOR_CAMERA.project gives the same pixels (to rounding), the depth changes."""
+    lens = np.array([-COLOR_CAMERA.shift_x, 0.0, 0.0])  # the colour camera's centre
+    ray = joints - lens  # (F, 25, 3)
+    return joints - push[..., None] * ray / np.linalg.norm(ray, axis=-1, keepdims=True)
+
+
+def _make_body(rng, body_id: int, first: int, kind: str, joints: np.ndarray,
+               push: np.ndarray | None = None) -> SyntheticBody:
+    """Add the Kinect's jitter and the fields a file carries to clean joints (F_b, 25, 3); then move
+    them push (F_b, 25) metres along the colour camera's rays, if given (after the jitter, so that the
+    colour projections are exactly those of the unpushed body)."""
     F = len(joints)
     p_inferred = np.full(25, 0.03)
     p_inferred[_EXTREMITIES] = 0.3 if kind == "actor" else 0.6
     tracking = np.where(rng.random((F, 25)) < p_inferred, 1, 2).astype(np.int8)
     sigma = np.where(tracking == 1, 0.012, 0.004)[..., None]
     joints = joints + sigma * rng.standard_normal(joints.shape)
+    if push is not None:
+        joints = _push_along_rays(joints, push)
     hands = np.array([[1, 1], [0, 0], [1, 3], [0, 3], [1, 2]])[
         rng.choice(5, size=(F, 2), p=[0.6, 0.25, 0.07, 0.05, 0.03])]  # (F, 2 hands, 2)
     trunk = joints[:, 20] - joints[:, 0]
@@ -293,10 +349,38 @@ def _make_body(rng, body_id: int, first: int, kind: str, joints: np.ndarray) -> 
                          DEPTH_CAMERA.project(joints), _bone_quaternions(joints), tracking, info)
 
 
+_LIMB_ROOT = {"arm_r": 20, "arm_l": 20, "leg_r": 0, "leg_l": 0}  # the joint a limb hangs from
+
+
+def _hand_push(group: int, phase: np.ndarray, amp: float, push_m: float) -> np.ndarray:
+    """(T, 25) metres each joint comes towards the camera: the distal joints of the group's hinged
+    limbs (wrist, hand, fingers; ankle, foot) push_m x their lift (as in _animate), the hinge and the
+    pivot a share of that in proportion to their distance along the limb from its root, so that each
+    bone takes a share of the push in proportion to its length; 0 elsewhere."""
+    push = np.zeros((len(phase), 25))
+    for name, offset in _GROUP_LIMBS[group]:
+        limb = _LIMBS[name]
+        if limb.hinge < 0:
+            continue
+        chain = [_LIMB_ROOT[name], limb.pivot, limb.hinge, limb.distal[0]]
+        along = np.cumsum([0.0, *np.linalg.norm(np.diff(REST_POSE[chain], axis=0), axis=-1)])  # (4,)
+        lift = amp * (0.5 - 0.5 * np.cos(phase + offset))  # (T,)
+        push[:, list(limb.distal)] = push_m * lift[:, None]
+        push[:, limb.pivot] = push_m * lift * along[1] / along[3]
+        push[:, limb.hinge] = push_m * lift * along[2] / along[3]
+    return push
+
+
 def synth_sample(name: str, num_classes: int, seed: int = 0) -> SyntheticSample:
     """The scene of sample `name` (a pure function of its arguments); see the module docstring."""
     sid = SampleId.parse(name)
-    motion = class_motion(sid.label, num_classes)
+    return synth_scene(sid, class_motion(sid.label, num_classes), seed)
+
+
+def synth_scene(sid: SampleId, motion: ClassMotion, seed: int = 0) -> SyntheticSample:
+    """The scene of sample `sid` performing `motion` instead of its class's: synth_sample is
+    synth_scene(sid, class_motion(sid.label, num_classes), seed). Everything random is drawn from
+    (seed, sid) alone, so two motions give scenes that differ only where the motions differ."""
     rng = np.random.default_rng([seed, sid.setup, sid.camera, sid.performer, sid.replication, sid.action])
     setup_rng = np.random.default_rng([seed, 0x5E7, sid.setup])
     view = (setup_rng.uniform(0.7, 1.25), setup_rng.uniform(0.0, 0.15))  # camera height, pitch
@@ -324,7 +408,9 @@ def synth_sample(name: str, num_classes: int, seed: int = 0) -> SyntheticSample:
     bodies = []
     if not motion.two_person:
         pose = _animate(rest, motion.group, motion.pattern, phase, amp)
-        bodies.append(_make_body(rng, base_id, lead, "actor", _to_camera(pose, yaw, centre + sway, view)))
+        push = _hand_push(motion.group, phase, amp, motion.push_m) if motion.push_m else None
+        bodies.append(_make_body(rng, base_id, lead, "actor", _to_camera(pose, yaw, centre + sway, view),
+                                 push))
     else:
         gap = rng.uniform(1.1, 1.5)
         across = np.array([np.cos(yaw), 0.0, -np.sin(yaw)])  # the scene's x axis after the turn
@@ -357,7 +443,7 @@ def synth_sample(name: str, num_classes: int, seed: int = 0) -> SyntheticSample:
         bodies.append(_make_body(rng, next_id, int(rng.integers(0, F - n + 1)), "wide",
                                  _to_camera(lying, rng.uniform(-0.3, 0.3), np.tile(where, (n, 1)), view)))
     bodies.sort(key=lambda b: b.first_frame)  # stable: actors first on ties
-    return SyntheticSample(name, F, tuple(bodies), crlf=bool(rng.random() < 0.15))
+    return SyntheticSample(sid.name, F, tuple(bodies), crlf=bool(rng.random() < 0.15), motion=motion)
 
 
 _JOINT_LINE = "%.7g " * 11 + "%d\n"
@@ -388,16 +474,25 @@ def format_skeleton(sample: SyntheticSample) -> str:
 
 
 def write_corpus(out_dir: Path, num_samples: int, num_classes: int, seed: int = 0,
-                 progress=None) -> list[Path]:
+                 progress=None, videos: bool = False) -> list[Path]:
     """Write `sample_names(...)` as out_dir/Sxxx/<name>.skeleton (one folder per setup); return the paths.
 
-    progress, if given, is called with 1 after each file (e.g. `ProgressBar.advance`).
+    videos: also render each sample's out_dir/Sxxx/<name>_rgb.avi beside it (synth/video.py). Off by
+    default: a video costs ~0.6 ms of CPU a frame (14 s for the 240-sample demo's ~23,000 frames on
+    one core, against 2 s for its skeletons), which callers that need only skeletons should not pay.
+    progress, if given, is called with 1 after each sample (e.g. `ProgressBar.advance`).
     """
+    if videos:
+        from .video import render_video  # here: video.py builds on this module, not the reverse
+
     paths = []
     for name in sample_names(num_samples, num_classes, seed):
         path = Path(out_dir) / name[:4] / f"{name}.skeleton"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(format_skeleton(synth_sample(name, num_classes, seed)).encode("ascii"))
+        scene = synth_sample(name, num_classes, seed)
+        path.write_bytes(format_skeleton(scene).encode("ascii"))
+        if videos:
+            render_video(scene, path.with_name(f"{name}_rgb.avi"))
         paths.append(path)
         if progress is not None:
             progress(1)
