@@ -214,6 +214,21 @@ def sheet_command(store, out, samples, columns):
     click.echo(f"wrote {out} ({len(indices)} samples)")
 
 
+@main.command("preview")
+@STORE
+@click.argument("sample")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The PNG to write.")
+@click.option("--columns", default=8, show_default=True, help="Frames per row.")
+@_user_errors
+def preview_command(store, sample, out, columns):
+    """A sample's stored frames with its skeleton drawn on them (PNG)."""
+    from ntu_pipeline.preview import write_preview
+
+    write_preview(open_store(store), sample, out, columns)
+    click.echo(f"wrote {out}")
+
+
 @main.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--samples", default=240, show_default=True, help="Number of samples.")

@@ -408,7 +408,13 @@ def extract(config: ExtractConfig, say: Callable[[str], None] = print) -> Extrac
                     ignored.append((str(files.pop(name)), "not in this store's sample table (it was made "
                                     "from other input); extract both modalities together into a new --out"))
             names = read_strings(group["samples/name"])
+        earlier = [(d["path"], d["reason"]) for d in group.attrs.get("ignored_files", [])]
+        ignored = list(dict.fromkeys(earlier + ignored))
         group.attrs["ignored_files"] = [{"path": p, "reason": r} for p, r in ignored]
+        skeleton = stage_info(group, "skeleton")
+        if "rgb" in inputs and "skeleton" not in inputs and skeleton and skeleton["state"] != "complete":
+            raise NTUPrepError(f"{config.out}: its skeleton stage is unfinished and the RGB crop needs it; "
+                               "rerun with --skeletons as well")
         if "skeleton" in inputs:
             warm_parser(say)
         summaries = []

@@ -93,9 +93,11 @@ def _encoders(group: zarr.Group, stage: Stage) -> dict[str, Callable[[np.ndarray
         array = group[spec.path]
         check_layout(array)
         if spec.codec == "jpeg":
-            from ..store.jpeg_codec import chunk_frame_encoder
+            from ..store.jpeg_codec import encode_frame_chunk
 
-            out[spec.path] = chunk_frame_encoder(array)
+            (sharding,) = array.metadata.codecs
+            jpeg = sharding.codecs[0]  # the inner chunks' serializer
+            out[spec.path] = lambda frame, c=jpeg: encode_frame_chunk(frame, c)
         else:
             encoder = chunk_encoder(array)
             out[spec.path] = lambda chunk, e=encoder: encode_chunk(e, chunk)

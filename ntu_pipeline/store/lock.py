@@ -21,7 +21,6 @@ from pathlib import Path
 from ..errors import StoreLockedError
 
 
-
 def lock_path(store: Path) -> Path:
     store = Path(store).resolve()
     return store.parent / f".{store.name}.ntu-prep-lock"

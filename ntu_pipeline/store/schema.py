@@ -59,6 +59,7 @@ class ArraySpec:
     layout: str = "sample"
     codec: str = "blosc"
     fill: object = 0
+    quality: int = 90  # of the jpeg codec
 
     @property
     def name(self) -> str:
@@ -140,7 +141,7 @@ def create_stage_arrays(group: zarr.Group, specs: tuple[ArraySpec, ...], shard_s
         if spec.codec == "jpeg":
             from .jpeg_codec import JpegCodec
 
-            codecs = {"serializer": JpegCodec(), "compressors": None}
+            codecs = {"serializer": JpegCodec(quality=spec.quality), "compressors": None}
         else:
             codecs = {"compressors": compressor()}
         sub.create_array(name, shape=shape, dtype=spec.dtype, chunks=inner, shards=(shard_size, *spec.tail),

@@ -100,3 +100,20 @@ def scale_box(box: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, i
     sx = to_size[0] / from_size[0]
     sy = to_size[1] / from_size[1]
     return (np.asarray(box, np.float64) * np.array([sx, sy, sx, sy])).astype(np.float32)
+
+
+def project_to_crop(color_xy: np.ndarray, box: np.ndarray, video_size: tuple[int, int], size: int,
+                    frame_size: tuple[int, int] = COLOR_FRAME_SIZE) -> np.ndarray:
+    """Joint pixel positions in the stored crop: (..., 2) colour-camera pixels -> (..., 2) float32.
+
+    box: the stored `rgb/crop_box` (video pixels); video_size: `rgb/video_size`; size: the crop's side.
+    A joint at (0, 0) (absent) maps to NaN, so a drawing or a check can skip it.
+    """
+    xy = np.asarray(color_xy, np.float64)
+    sx, sy = video_size[0] / frame_size[0], video_size[1] / frame_size[1]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    u = (xy[..., 0] * sx - x0) * size / (x1 - x0)
+    v = (xy[..., 1] * sy - y0) * size / (y1 - y0)
+    out = np.stack([u, v], axis=-1).astype(np.float32)
+    out[(xy == 0).all(axis=-1)] = np.nan
+    return out

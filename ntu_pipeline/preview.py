@@ -1,0 +1,79 @@
+"""Previews of what training sees: one sample's stored RGB frames with its skeleton drawn on them.
+
+    ntu-prep preview ntu60.zarr S001C001P001R001A001 -o preview.png
+
+Each tile is a stored frame (the person-centred crop), with the skeleton of the same source frame
+(`rgb/frame_index` matched against `skeleton/frame_index`) projected into the crop: actor 1 blue, actor
+2 red. A frame with no skeleton at its instant is drawn without one and says so. What a user checks
+with it: that the crop holds the people and the skeleton lies on them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zarr
+
+from .errors import NTUPrepError
+from .sheet import ACTOR_COLOURS, BONES
+from .store.schema import STATUS_CODES, STATUS_NAMES, read_strings
+from .video.crop import project_to_crop
+
+
+def skeleton_at_frames(group: zarr.Group, index: int, frames: np.ndarray) -> np.ndarray:
+    """(T, 2, 25, 2) colour-camera pixels of the skeleton at the given source frames; 0 where none."""
+    n = int(group["samples/num_frames"][index])
+    source = group["skeleton/frame_index"][index, :n]
+    color = group["skeleton/color_xy"][index, :n]
+    out = np.zeros((len(frames), 2, 25, 2), np.float32)
+    position = {int(f): j for j, f in enumerate(source)}
+    for k, f in enumerate(frames):
+        if int(f) in position:
+            out[k] = color[position[int(f)]]
+    return out
+
+
+def draw_frame(frame: np.ndarray, joints_xy: np.ndarray, caption: str) -> np.ndarray:
+    """BGR tile: frame (S, S, 3) RGB with joints_xy (2, 25, 2) crop pixels (NaN: absent) drawn on it."""
+    tile = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+    scale = 16  # cv2's fixed-point shift of 4 bits: sub-pixel lines
+    for actor in range(2):
+        points = joints_xy[actor]
+        for a, b in BONES:
+            if np.isfinite(points[[a, b]]).all():
+                pa, pb = (points[a] * scale).astype(int), (points[b] * scale).astype(int)
+                cv2.line(tile, tuple(pa), tuple(pb), ACTOR_COLOURS[actor], 2, cv2.LINE_AA, 4)
+    cv2.rectangle(tile, (0, 0), (8 + 7 * len(caption), 19), (0, 0, 0), -1)
+    cv2.putText(tile, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return tile
+
+
+def preview_image(group: zarr.Group, name: str, columns: int = 8) -> np.ndarray:
+    """The preview of sample `name` as a BGR image."""
+    if "rgb/frames" not in group:
+        raise NTUPrepError("this store has no RGB frames: extract with --videos first")
+    names = read_strings(group["samples/name"])
+    if name not in names:
+        raise NTUPrepError(f"{name}: no such sample in this store")
+    index = names.index(name)
+    status = int(group["rgb/status"][index])
+    if status != STATUS_CODES["ok"]:
+        reason = str(group["rgb/error"][index]) or STATUS_NAMES[status]
+        raise NTUPrepError(f"{name}: no RGB frames stored ({STATUS_NAMES[status]}: {reason})")
+    frame_index = group["rgb/frame_index"][index]
+    kept = np.flatnonzero(frame_index >= 0)
+    frames = group["rgb/frames"][index]
+    size = frames.shape[1]
+    color = skeleton_at_frames(group, index, frame_index[kept])
+    xy = project_to_crop(color, group["rgb/crop_box"][index], tuple(group["rgb/video_size"][index]), size)
+    tiles = [draw_frame(frames[k], xy[i], f"frame {frame_index[k]}") for i, k in enumerate(kept)]
+    rows = -(-len(tiles) // columns)
+    tiles += [np.zeros_like(tiles[0])] * (rows * columns - len(tiles))
+    return np.vstack([np.hstack(tiles[r * columns:(r + 1) * columns]) for r in range(rows)])
+
+
+def write_preview(group: zarr.Group, name: str, out: Path, columns: int = 8) -> None:
+    if not cv2.imwrite(str(out), preview_image(group, name, columns)):
+        raise NTUPrepError(f"{out}: could not write the image")

@@ -1,0 +1,98 @@
+"""The RGB stage: one `_rgb.avi` -> T person-centred square frames, aligned with the skeleton by index.
+
+    stage = rgb_stage(frames=32, size=256)     # or frames=None: every source frame, up to 300
+    prepare_rgb(entry, group, frames=32, size=256)
+
+The crop box comes from the sample's stored skeleton (`skeleton/color_xy` over its kept frames, all
+actors, `video.crop.person_crop_box`): so with both inputs the skeleton stage runs first. A sample with
+no usable skeleton (no file, the official missing list, a failed parse, no joint in the frame) is
+cropped with `fallback_crop_box` (the centred square of the full frame height) and its note says so.
+Decoding, cropping and the frame sampling are `video.decode.decode_clip`'s.
+
+Arrays: rgb/frames (N, T, S, S, 3) uint8, one JPEG (or lz4) chunk per frame, frames past the end of a
+short video (with frames=None) left out and read as zeros; rgb/frame_index (N, T) int32, the source
+frame of each stored frame, -1 where none; rgb/crop_box (N, 4) float32 (x0, y0, x1, y1) in the video's
+own pixels; rgb/video_size (N, 2) int32 (width, height: with the box, what maps skeleton pixels into
+the crop, `video.crop.project_to_crop`); rgb/num_source_frames (N,) int32; rgb/status, error, note.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import cv2
+import numpy as np
+import zarr
+
+from ..store.schema import MAX_FRAMES, STATUS_CODES, STATUS_NAMES, ArraySpec
+from ..video.crop import person_crop_box
+from ..video.decode import decode_clip
+from .stage import Prepared, SampleEntry, Stage
+
+
+def rgb_arrays(frames: int | None, size: int, codec: str, quality: int) -> tuple[ArraySpec, ...]:
+    t = MAX_FRAMES if frames is None else frames
+    return (
+        ArraySpec("rgb/frames", (t, size, size, 3), "uint8", "frame", codec, quality=quality),
+        ArraySpec("rgb/frame_index", (t,), "int32", "table", fill=-1),
+        ArraySpec("rgb/crop_box", (4,), "float32", "table"),
+        ArraySpec("rgb/video_size", (2,), "int32", "table"),
+        ArraySpec("rgb/num_source_frames", (), "int32", "table"),
+        ArraySpec("rgb/status", (), "int8", "table"),
+        ArraySpec("rgb/error", (), str, "table", fill=""),
+        ArraySpec("rgb/note", (), str, "table", fill=""),
+    )
+
+
+def skeleton_box(group: zarr.Group, index: int) -> tuple[np.ndarray | None, str]:
+    """The person box of sample `index` from its stored skeleton, in colour-camera pixels, or None and
+    why (decode_clip then crops the fallback box and says so)."""
+    if "skeleton" not in dict(group.attrs.get("stages", {})):
+        return None, "no skeleton input"
+    status = int(group["samples/status"][index])
+    if status not in (STATUS_CODES["ok"], STATUS_CODES["missing_skeleton"]):
+        return None, f"skeleton {STATUS_NAMES[status]}"
+    n = int(group["samples/num_frames"][index])
+    box = person_crop_box(group["skeleton/color_xy"][index, :n])
+    return box, "" if box is not None else "no skeleton joint inside the frame"
+
+
+def prepare_rgb(entry: SampleEntry, group: zarr.Group, frames: int | None, size: int) -> Prepared:
+    """Decode, crop and sample one video. Raises VideoDecodeError (naming the file) on bad input."""
+    cv2.setNumThreads(1)  # one worker process per core is the parallelism
+    box, box_note = skeleton_box(group, entry.index)
+    clip = decode_clip(entry.path, box, size=size, frames=frames)
+    t = MAX_FRAMES if frames is None else frames
+    frame_index = np.full(t, -1, np.int32)
+    frame_index[: len(clip.frame_index)] = clip.frame_index
+    notes = [note for note in (box_note, clip.note) if note]
+    if "skeleton" in dict(group.attrs.get("stages", {})):
+        skeleton_frames = group["skeleton/frame_index"][entry.index]
+        last = int(skeleton_frames.max())
+        if last >= 0 and abs(last + 1 - clip.num_source_frames) > 0:
+            notes.append(f"video has {clip.num_source_frames} frames, the skeleton file {last + 1} or more")
+    return Prepared({
+        "rgb/frames": clip.frames,
+        "rgb/frame_index": frame_index,
+        "rgb/crop_box": clip.box.astype(np.float32),
+        "rgb/video_size": np.asarray(clip.video_size, np.int32),
+        "rgb/num_source_frames": np.int32(clip.num_source_frames),
+    }, "; ".join(notes))
+
+
+def rgb_stage(frames: int | None = 32, size: int = 256, quality: int = 90, codec: str = "jpeg",
+              shard_size: int = 16) -> Stage:
+    if frames is not None and not 1 <= frames <= MAX_FRAMES:
+        raise ValueError(f"--frames must be 1..{MAX_FRAMES} or 'all', got {frames}")
+    if size < 16 or size % 2:
+        raise ValueError(f"--size must be even and >= 16, got {size}")
+    options = {"frames": "all" if frames is None else frames, "size": size,
+               "codec": {"jpeg": {"name": "jpeg", "quality": quality, "subsampling": "420"},
+                         "lz4": {"name": "blosc", "cname": "lz4", "shuffle": "shuffle"}}[codec],
+               "crop": "person box over the clip, 25% margin, square (video.crop)"}
+    return Stage(
+        name="rgb", input_kind="_rgb.avi videos", arrays=rgb_arrays(frames, size, codec, quality),
+        status="rgb/status", error="rgb/error", note="rgb/note", done="progress/rgb_shard_done",
+        digest="progress/rgb_shard_digest", shard_size=shard_size, options=options,
+        prepare=partial(prepare_rgb, frames=frames, size=size),
+    )
