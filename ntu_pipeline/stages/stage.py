@@ -85,12 +85,12 @@ class ShardTask:
     entries: tuple[SampleEntry, ...]
 
 
-def _encoders(group: zarr.Group, stage: Stage) -> dict[str, Callable[[np.ndarray], bytes | None]]:
+def _encoders(arrays: dict[str, zarr.Array], stage: Stage) -> dict[str, Callable[[np.ndarray], bytes | None]]:
     out = {}
     for spec in stage.arrays:
         if not spec.sharded:
             continue
-        array = group[spec.path]
+        array = arrays[spec.path]
         check_layout(array)
         if spec.codec == "jpeg":
             from ..store.jpeg_codec import encode_frame_chunk
@@ -121,7 +121,8 @@ def write_shard(task: ShardTask) -> dict[str, int]:
     stage, k = task.stage, len(task.entries)
     group = open_store(task.store, mode="r+")
     root = Path(task.store)
-    encoders = _encoders(group, stage)
+    arrays = {spec.path: group[spec.path] for spec in stage.arrays}  # each opening reads its metadata
+    encoders = _encoders(arrays, stage)
     sharded = [spec for spec in stage.arrays if spec.sharded]
     columns = {spec.path: np.full((k, *spec.tail), spec.fill, object if spec.dtype is str else spec.dtype)
                for spec in stage.arrays if not spec.sharded}
@@ -150,16 +151,16 @@ def write_shard(task: ShardTask) -> dict[str, int]:
             columns[stage.note][i] = prepared.note
         columns[stage.status][i] = STATUS_CODES[status]
     for spec in sharded:  # whole shards, encoded here: see store/shards.py for why
-        array = group[spec.path]
+        array = arrays[spec.path]
         write_shard_file(root, array, task.shard, assemble_shard(chunks[spec.path], shard_grid(array)))
     stop = task.start + k
     for path, values in columns.items():
         try:
-            group[path][task.start:stop] = values
+            arrays[path][task.start:stop] = values
         except OSError as err:
             where = f"{root / path}: cannot write samples {task.start}..{stop - 1}"
             raise StoreWriteError(f"{where}: {err.strerror or err}") from err
-    digests = [file_digest(shard_path(root, group[spec.path], task.shard)) for spec in stage.arrays]
+    digests = [file_digest(shard_path(root, arrays[spec.path], task.shard)) for spec in stage.arrays]
     group[stage.digest][task.shard] = np.asarray(digests, dtype=object)
     group[stage.done][task.shard] = 1  # last: the shard counts only once all of it is written
     return {"shard": task.shard, "samples": k}
