@@ -49,7 +49,7 @@ class TwoStreamConfig:
     """num_classes; fusion: "mmtm" or "dsfm" at the points that are on; fuse_mid / fuse_high: fusion
     points 1 / 2; tiam: TIAM inside HCN; mffm: MFFM and its head at the end; frames: skeleton clip
     length T (a multiple of 16; the RGB stream takes any length); dropout: every dropout layer;
-    lowest_attention: DSFM's lambda; mmtm_ratio: MMTM's reduction ratio."""
+    lowest_attention: DSFM's lambda; mmtm_ratio: MMTM's reduction ratio; bn_momentum: I3D's (I3DConfig)."""
 
     num_classes: int
     fusion: str = "dsfm"
@@ -61,6 +61,7 @@ class TwoStreamConfig:
     dropout: float = 0.5
     lowest_attention: float = 0.5
     mmtm_ratio: int = 4
+    bn_momentum: float = 0.01
 
     def __post_init__(self):
         if self.fusion not in FUSIONS:
@@ -73,7 +74,7 @@ class TwoStreamConfig:
         self.stream_configs()
 
     def stream_configs(self) -> tuple[I3DConfig, HCNConfig]:
-        return (I3DConfig(self.num_classes, dropout=self.dropout),
+        return (I3DConfig(self.num_classes, dropout=self.dropout, bn_momentum=self.bn_momentum),
                 HCNConfig(self.num_classes, frames=self.frames, tiam=self.tiam, dropout=self.dropout))
 
 

@@ -125,6 +125,19 @@ class HCN(nn.Module):
         self.fc8 = nn.Linear(self.num_features, config.num_classes)
         self.dropout2d = nn.Dropout2d(config.dropout)
         self.dropout = nn.Dropout(config.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot-uniform weights and zero biases in every convolution and linear layer outside TIAM, as
+        HCN-pytorch does. PyTorch's default (Kaiming-uniform, a = sqrt(5)) leaves this BatchNorm-free
+        network's activations so small that it barely trains from scratch: 0.49 test top-1 after 8
+        epochs on the synthetic 6-class store against 0.76 with this
+        (tests/test_train.py::test_hcn_learns_the_synthetic_classes)."""
+        for module in (self.position, self.motion, self.conv5, self.conv6, self.fc7, self.fc8):
+            for layer in module.modules():
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def check_inputs(self, skeleton: Tensor, motion: Tensor | None = None) -> None:
         """Raise ValueError unless skeleton [and motion] are float (B, C, T, V, M) of this config's sizes.

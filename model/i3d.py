@@ -121,7 +121,7 @@ class ConvBN3d(nn.Module):
         self.dynamic_pad = any(s != 1 for s in self.stride)
         static = (0, 0, 0) if self.dynamic_pad else tuple((k - 1) // 2 for k in self.kernel)
         self.conv = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=static, bias=False)
-        self.bn = nn.BatchNorm3d(out_channels, eps=1e-3, momentum=0.01)
+        self.bn = nn.BatchNorm3d(out_channels, eps=1e-3, momentum=0.01)  # I3DConfig.bn_momentum resets it
 
     def forward(self, x: Tensor) -> Tensor:
         if self.dynamic_pad:
@@ -168,11 +168,14 @@ class Inception3d(nn.Module):
 
 @dataclass(frozen=True)
 class I3DConfig:
-    """num_classes: classifier outputs; in_channels: 3 for RGB; dropout: before the classifier."""
+    """num_classes: classifier outputs; in_channels: 3 for RGB; dropout: before the classifier;
+    bn_momentum: of every BatchNorm's running statistics (pytorch-i3d's 0.01 suits fine-tuning a
+    checkpoint; from scratch, short runs need 0.1, or the test-time statistics lag the weights)."""
 
     num_classes: int
     in_channels: int = 3
     dropout: float = 0.5
+    bn_momentum: float = 0.01
 
     def __post_init__(self):
         if self.num_classes < 1:
@@ -181,6 +184,8 @@ class I3DConfig:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.bn_momentum <= 1.0:
+            raise ValueError(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
 
 
 class I3D(nn.Module):
@@ -217,6 +222,9 @@ class I3D(nn.Module):
         self._order = tuple(blocks)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.num_features, config.num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm3d):
+                module.momentum = config.bn_momentum
 
     def check_rgb(self, rgb: Tensor) -> None:
         """Raise ValueError unless rgb is a float (B, in_channels, T, H, W) clip; static shapes only."""
