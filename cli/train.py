@@ -72,6 +72,9 @@ def main():
               help="I3D's BatchNorm momentum (default 0.01 as pytorch-i3d; 0.1 for short runs from scratch).")
 @click.option("--i3d-checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start I3D from a pytorch-i3d file (rgb_imagenet.pt); it trains at --pretrained-lr x lr.")
+@click.option("--init-from", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Start a stream from an hcn or i3d ntu-train checkpoint (repeatable: both streams of a "
+                   "fused model).")
 @click.option("--pretrained-lr", default=0.1, show_default=True,
               help="Learning-rate factor of the --i3d-checkpoint parameters.")
 @click.option("--device", default=default_device, show_default="cuda if available",
@@ -89,8 +92,8 @@ def main():
 @_user_errors
 def fit_command(store, protocol, model_name, out, epochs, batch_size, lr, optimizer, momentum, weight_decay,
                 warmup_epochs, clip_norm, seed, frames, crop, flip, normalize, dropout, bn_momentum,
-                i3d_checkpoint, pretrained_lr, device, workers, bf16, compile_, sync_bn, half_skeletons,
-                checkpoint_every, resume, quiet):
+                i3d_checkpoint, init_from, pretrained_lr, device, workers, bf16, compile_, sync_bn,
+                half_skeletons, checkpoint_every, resume, quiet):
     """Train MODEL on the train split, evaluating the test split after every epoch.
 
     Recipe: SGD (momentum 0.9), lr 0.1 at batch 32 scaled linearly with the batch, weight decay 5e-4,
@@ -102,7 +105,7 @@ def fit_command(store, protocol, model_name, out, epochs, batch_size, lr, optimi
         batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, clip_norm=clip_norm, seed=seed, frames=frames, crop=crop, flip=flip,
         normalize=normalize, dropout=dropout, bn_momentum=bn_momentum, i3d_checkpoint=i3d_checkpoint,
-        pretrained_lr=pretrained_lr,
+        init_from=tuple(init_from), pretrained_lr=pretrained_lr,
         device=device, workers=workers, bf16=bf16, compile=compile_, sync_bn=sync_bn,
         half_skeletons=half_skeletons, checkpoint_every=checkpoint_every, progress=not quiet)
     try:

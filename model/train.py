@@ -114,6 +114,7 @@ class TrainConfig:
     bn_momentum: float | None = None
     i3d_checkpoint: str | None = None
     pretrained_lr: float = 0.1
+    init_from: tuple[str, ...] = ()
     device: str = dataclasses.field(default_factory=default_device)
     workers: int = dataclasses.field(default_factory=default_workers)
     bf16: bool = True
@@ -140,6 +141,7 @@ class TrainConfig:
         if self.model == "i3d" and self.frames < 1 or self.model != "i3d" and self.frames % 16:
             raise ValueError(f"frames must be a positive multiple of 16 for {self.model} (HCN pools it "
                              f"four times), got {self.frames}")
+        object.__setattr__(self, "init_from", tuple(self.init_from))  # a list after a JSON round trip
         if self.i3d_checkpoint is not None and self.model == "hcn":
             raise ValueError("--i3d-checkpoint needs a model with an RGB stream; hcn has none")
         if self.sync_bn and not self.device.startswith("cuda"):
@@ -170,7 +172,7 @@ class TrainConfig:
         return self.lr * self.batch_size / REFERENCE_BATCH
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "init_from": list(self.init_from)}  # as JSON holds it
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base: float) -> float:
@@ -281,6 +283,29 @@ def _pretrained_names(net: nn.Module, path: str) -> list[str]:
     return sorted(prefix + key for key in report.loaded if prefix + key in params)
 
 
+def init_stream(net: nn.Module, path: str | Path, class_names: tuple[str, ...]) -> str:
+    """Start the stream of `net` that an `hcn` or `i3d` ntu-train checkpoint trained (or all of `net`,
+    for a checkpoint of the same single-stream model) from its weights; returns what was loaded.
+
+    How a fused model is usually trained on little data (MMTM, MSAF): each stream alone first, then the
+    fusion from both. Parameters the checkpoint lacks (TIAM, fusion modules, heads) keep their init."""
+    state = load_checkpoint(path)
+    kind = {"hcn": models.HCN, "i3d": models.I3D}.get(state["model_name"])
+    if kind is None:
+        raise CheckpointError(f"{path}: a {state['model_name']} checkpoint; --init-from takes hcn or i3d "
+                              "ones")
+    check_checkpoint_fits(state, Path(path), state["model_name"], class_names)
+    target = net if isinstance(net, kind) else next((m for m in net.children() if isinstance(m, kind)), None)
+    if target is None:
+        raise CheckpointError(f"{path}: this model has no {state['model_name']} stream to start from it")
+    result = target.load_state_dict(state["model"], strict=False)
+    if result.unexpected_keys:
+        raise CheckpointError(f"{path}: its weights do not fit the {state['model_name']} stream: "
+                              f"{result.unexpected_keys[:3]}")
+    return (f"{state['model_name']} stream from {path} ({len(state['model'])} tensors; "
+            f"{len(result.missing_keys)} left at their init)")
+
+
 def _optimizer(net: nn.Module, config: TrainConfig, pretrained: list[str]) -> torch.optim.Optimizer:
     """SGD (momentum, weight decay) or Adam (L2 weight decay); the pretrained parameters in a second
     group whose `lr_scale` is config.pretrained_lr."""
@@ -359,9 +384,13 @@ def _fit(config: TrainConfig, resume: bool, procs: Processes, say, stream: TextI
     if state is not None:
         net.load_state_dict(state["model"])
         pretrained = list(state["pretrained"])
-    elif config.i3d_checkpoint:
-        pretrained = _pretrained_names(net, config.i3d_checkpoint)
-        say(f"I3D from {config.i3d_checkpoint}: {len(pretrained)} parameters at {config.pretrained_lr}x lr")
+    else:
+        if config.i3d_checkpoint:
+            pretrained = _pretrained_names(net, config.i3d_checkpoint)
+            say(f"I3D from {config.i3d_checkpoint}: {len(pretrained)} parameters at "
+                f"{config.pretrained_lr}x lr")
+        for path in config.init_from:
+            say(init_stream(net, path, class_names))
     cuda = procs.device.type == "cuda"
     if config.sync_bn and procs.world > 1:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
