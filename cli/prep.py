@@ -216,17 +216,21 @@ def sheet_command(store, out, samples, columns):
 
 @main.command("preview")
 @STORE
-@click.argument("sample")
+@click.argument("sample", required=False)
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The PNG to write.")
 @click.option("--columns", default=8, show_default=True, help="Frames per row.")
 @_user_errors
 def preview_command(store, sample, out, columns):
-    """A sample's stored frames with its skeleton drawn on them (PNG)."""
-    from ntu_pipeline.preview import write_preview
+    """A sample's stored frames with its skeleton drawn on them (PNG).
 
-    write_preview(open_store(store), sample, out, columns)
-    click.echo(f"wrote {out}")
+    SAMPLE is a sample name; without it, the first sample whose skeleton and RGB are both ok."""
+    from ntu_pipeline.preview import first_complete_sample, write_preview
+
+    group = open_store(store)
+    sample = sample or first_complete_sample(group)
+    write_preview(group, sample, out, columns)
+    click.echo(f"wrote {out} ({sample})")
 
 
 @main.command("synth")

@@ -143,3 +143,26 @@ def eval_command(checkpoint, store, protocol, out, model_name, batch_size, devic
 
 if __name__ == "__main__":
     main()
+
+
+RUNS = click.argument("runs", nargs=-1, required=True,
+                      type=click.Path(exists=True, file_okay=False, path_type=Path))
+
+
+@main.command("summary")
+@RUNS
+@_user_errors
+def summary_command(runs):
+    """A table of finished runs: model, protocol, epochs, test top-1 and top-5, confusion matrix."""
+    import json
+
+    click.echo(f"{'run':28s} {'model':10s} {'protocol':8s} {'epochs':>6s} {'top1':>7s} {'top5':>7s}  "
+               "confusion")
+    for run in runs:
+        metrics, config = run / "metrics.json", run / "config.json"
+        if not metrics.is_file() or not config.is_file():
+            raise click.ClickException(f"{run}: no metrics.json and config.json (not a finished run)")
+        report, settings = json.loads(metrics.read_text()), json.loads(config.read_text())
+        click.echo(f"{str(run)[-28:]:28s} {settings['model']:10s} {settings['protocol']:8s} "
+                   f"{settings['epochs']:6d} {report['top1']:7.4f} {report['top5']:7.4f}  "
+                   f"{run / 'confusion.png'}")

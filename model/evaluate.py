@@ -95,11 +95,13 @@ def classification_report(logits: Tensor, labels: Tensor, class_names: list[str]
     }
 
 
-def draw_confusion(conf: np.ndarray, class_names: list[str] | tuple[str, ...], title: str = "") -> np.ndarray:
+def draw_confusion(conf: np.ndarray, class_names: list[str] | tuple[str, ...], title: str = "",
+                   numbers: list[int] | None = None) -> np.ndarray:
     """A BGR image (H, W, 3) uint8 of the row-normalised confusion matrix `conf` (K, K): viridis
     cells, rows without samples grey, the diagonal outlined; class labels where the cells are large
-    enough to read, else every tenth index."""
+    enough to read, else every tenth index. numbers: the 1-based class number of each row (default 1..K)."""
     k = conf.shape[0]
+    numbers = list(range(1, k + 1)) if numbers is None else list(numbers)
     cell = int(np.clip(1000 // max(k, 1), 4, 40))
     labelled = cell >= 12
     left = 260 if labelled else 40
@@ -120,13 +122,14 @@ def draw_confusion(conf: np.ndarray, class_names: list[str] | tuple[str, ...], t
     cv2.putText(image, "predicted ->", (left, top - 8), font, scale, black, 1, cv2.LINE_AA)
     for i, name in enumerate(class_names):
         if labelled:
-            text = f"{i + 1:3d} {name}"[:38]
+            text = f"{numbers[i]:3d} {name}"[:38]
             cv2.putText(image, text, (4, top + i * cell + cell // 2 + 4), font, scale, black, 1, cv2.LINE_AA)
-            cv2.putText(image, str(i + 1), (left + i * cell + 1, top - 22 - 10 * (i % 2)), font, 0.3,
+            cv2.putText(image, str(numbers[i]), (left + i * cell + 1, top - 22 - 10 * (i % 2)), font, 0.3,
                         black, 1, cv2.LINE_AA)
         elif i % 10 == 0:
-            cv2.putText(image, str(i + 1), (4, top + i * cell + cell), font, scale, black, 1, cv2.LINE_AA)
-            cv2.putText(image, str(i + 1), (left + i * cell, top - 22), font, scale, black, 1, cv2.LINE_AA)
+            label = str(numbers[i])
+            cv2.putText(image, label, (4, top + i * cell + cell), font, scale, black, 1, cv2.LINE_AA)
+            cv2.putText(image, label, (left + i * cell, top - 22), font, scale, black, 1, cv2.LINE_AA)
     return image
 
 
@@ -141,7 +144,11 @@ def write_report(report: dict, conf: np.ndarray, class_names: list[str] | tuple[
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     os.replace(tmp, metrics)
     tmp = png.with_name("confusion.tmp.png")
-    if not cv2.imwrite(str(tmp), draw_confusion(conf, class_names, title)):
+    shown = np.flatnonzero(conf.sum(axis=0) + conf.sum(axis=1))  # classes with a sample or a prediction
+    names, numbers = list(class_names), None
+    if 0 < len(shown) < len(class_names):  # e.g. a store of a few classes: leave out the empty rest
+        conf, names, numbers = conf[np.ix_(shown, shown)], [names[i] for i in shown], (shown + 1).tolist()
+    if not cv2.imwrite(str(tmp), draw_confusion(conf, names, title, numbers)):
         raise OSError(f"{tmp}: OpenCV could not write the confusion matrix")
     os.replace(tmp, png)
     return metrics, png

@@ -21,6 +21,8 @@ from .sheet import ACTOR_COLOURS, BONES
 from .store.schema import STATUS_CODES, STATUS_NAMES, read_strings
 from .video.crop import project_to_crop
 
+DISPLAY_SIDE = 192  # tiles of smaller crops are enlarged to at least this
+
 
 def skeleton_at_frames(group: zarr.Group, index: int, frames: np.ndarray) -> np.ndarray:
     """(T, 2, 25, 2) colour-camera pixels of the skeleton at the given source frames; 0 where none."""
@@ -35,16 +37,29 @@ def skeleton_at_frames(group: zarr.Group, index: int, frames: np.ndarray) -> np.
     return out
 
 
+def first_complete_sample(group: zarr.Group) -> str:
+    """The name of the first sample whose skeleton and RGB are both ok."""
+    if "rgb/status" not in group:
+        raise NTUPrepError("this store has no RGB frames: extract with --videos first")
+    ok = (group["samples/status"][:] == STATUS_CODES["ok"]) & (group["rgb/status"][:] == STATUS_CODES["ok"])
+    if not ok.any():
+        raise NTUPrepError("no sample has both its skeleton and its RGB ok")
+    return str(group["samples/name"][int(ok.argmax())])
+
+
 def draw_frame(frame: np.ndarray, joints_xy: np.ndarray, caption: str) -> np.ndarray:
-    """BGR tile: frame (S, S, 3) RGB with joints_xy (2, 25, 2) crop pixels (NaN: absent) drawn on it."""
+    """BGR tile: frame (S, S, 3) RGB with joints_xy (2, 25, 2) crop pixels (NaN: absent) drawn on it,
+    enlarged to at least DISPLAY_SIDE pixels."""
+    zoom = max(1, -(-DISPLAY_SIDE // frame.shape[0]))  # small crops are enlarged so the lines stay thin
     tile = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
-    scale = 16  # cv2's fixed-point shift of 4 bits: sub-pixel lines
+    tile = cv2.resize(tile, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST) if zoom > 1 else tile
+    scale = 16 * zoom  # cv2's fixed-point shift of 4 bits: sub-pixel lines
     for actor in range(2):
         points = joints_xy[actor]
         for a, b in BONES:
             if np.isfinite(points[[a, b]]).all():
                 pa, pb = (points[a] * scale).astype(int), (points[b] * scale).astype(int)
-                cv2.line(tile, tuple(pa), tuple(pb), ACTOR_COLOURS[actor], 2, cv2.LINE_AA, 4)
+                cv2.line(tile, tuple(pa), tuple(pb), ACTOR_COLOURS[actor], 1, cv2.LINE_AA, 4)
     cv2.rectangle(tile, (0, 0), (8 + 7 * len(caption), 19), (0, 0, 0), -1)
     cv2.putText(tile, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return tile

@@ -230,10 +230,12 @@ def test_preview_draws_the_skeleton_on_the_person(ntu_samples, tmp_path):
     import cv2
 
     image = cv2.imread(str(png))
-    assert image.shape == (2 * 128, 8 * 128, 3)
-    tile = image[:128, :128].astype(int)
+    side = 2 * 128  # crops under 192 px are shown enlarged
+    assert image.shape == (2 * side, 8 * side, 3)
+    tile = image[:side, :side].astype(int)
     blue = (tile[..., 0] - tile[..., 2]) > 80
-    u, v = xy[0, 0, 1].round().astype(int)  # spine middle of actor 1 in frame 0: drawn in blue there
+    u, v = (xy[0, 0, 1] * 2).round().astype(int)  # spine middle of actor 1 in frame 0: drawn in blue there
     assert blue[max(v - 3, 0):v + 4, max(u - 3, 0):u + 4].any()
+    assert blue.mean() < 0.05  # lines, not a painted-over frame
     result = CliRunner().invoke(main, ["preview", str(out), "S001C001P001R001A002", "-o", str(png)])
     assert result.exit_code == 1 and "no RGB frames stored" in result.output

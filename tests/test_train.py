@@ -388,3 +388,31 @@ def test_evaluate_checkpoint_api(finished_run, skeleton_store):
     report = evaluate_checkpoint(finished_run / "best.pt", skeleton_store, "xsub", None, device="cpu",
                                  workers=0)
     assert report["num_samples"] == 120 and report["model"] == "hcn"
+
+
+def test_init_from_starts_the_skeleton_stream_of_a_fused_model(finished_run, skeleton_store):
+    """Catches --init-from loading into the wrong module, or silently loading nothing."""
+    from model.train import CheckpointError, init_stream
+
+    class_names = tuple(open_store(skeleton_store).attrs["class_names"])
+    state = load_checkpoint(finished_run / "best.pt")
+    net = model.build("ccdfarm", len(class_names), frames=16)
+    before = net.rgb.endpoints["conv1a"].conv.weight.clone()
+    message = init_stream(net, finished_run / "best.pt", class_names)
+    assert "hcn stream" in message
+    for key, value in state["model"].items():
+        torch.testing.assert_close(net.skeleton.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    torch.testing.assert_close(net.rgb.endpoints["conv1a"].conv.weight, before, rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="no hcn stream"):
+        init_stream(model.build("i3d", len(class_names)), finished_run / "best.pt", class_names)
+
+
+def test_summary_tables_finished_runs(finished_run, tmp_path):
+    """Catches a summary that misreads a run's files or accepts a folder that is not a run."""
+    result = CliRunner().invoke(main, ["summary", str(finished_run)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((finished_run / "metrics.json").read_text())
+    row = result.output.splitlines()[1].split()
+    assert row[1:4] == ["hcn", "xsub", "2"] and float(row[4]) == pytest.approx(report["top1"], abs=1e-4)
+    result = CliRunner().invoke(main, ["summary", str(tmp_path)])
+    assert result.exit_code == 1 and "not a finished run" in result.output
