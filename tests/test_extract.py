@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from stores import assert_stores_equal, shards_done
 
 from ntu_pipeline.errors import StoreFormatError
 from ntu_pipeline.manifests import missing_samples
@@ -26,25 +27,6 @@ from ntu_pipeline.store.splits import make_split
 from ntu_pipeline.synth.skeleton import write_corpus
 
 MISSING_NAME = sorted(missing_samples("ntu60"))[0]
-
-
-def all_arrays(group: zarr.Group, prefix="") -> dict[str, np.ndarray]:
-    out = {}
-    for name, array in group.arrays():
-        out[prefix + name] = array[:]
-    for name, sub in group.groups():
-        out.update(all_arrays(sub, f"{prefix}{name}/"))
-    return out
-
-
-def assert_stores_equal(a: Path, b: Path):
-    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
-    attrs_a, attrs_b = dict(ga.attrs), dict(gb.attrs)
-    assert attrs_a == attrs_b
-    arrays_a, arrays_b = all_arrays(ga), all_arrays(gb)
-    assert sorted(arrays_a) == sorted(arrays_b)
-    for key in arrays_a:
-        np.testing.assert_array_equal(arrays_a[key], arrays_b[key], err_msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -224,13 +206,6 @@ def wait_for(predicate, timeout):
             return True
         time.sleep(0.05)
     return False
-
-
-def shards_done(store: Path) -> int:
-    try:
-        return int(zarr.open_group(str(store), mode="r")["progress/shard_done"][:].sum())
-    except Exception:  # not created yet, or being created
-        return 0
 
 
 @pytest.mark.slow

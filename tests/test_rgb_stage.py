@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
+from stores import assert_same_arrays, shards_done
 
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import STATUS_CODES, open_store, read_strings, verify_store
@@ -26,26 +26,6 @@ QUIET = {"progress": False, "dataset": "ntu60"}
 
 def run(**options):
     return extract(ExtractConfig(**{**QUIET, **options}), say=lambda _: None)
-
-
-def arrays(path: Path) -> dict[str, np.ndarray]:
-    out = {}
-
-    def walk(group, prefix):
-        for name, array in group.arrays():
-            out[prefix + name] = array[:]
-        for name, sub in group.groups():
-            walk(sub, f"{prefix}{name}/")
-    walk(zarr.open_group(str(path), mode="r"), "")
-    return out
-
-
-def assert_same_arrays(a: Path, b: Path, skip=()):
-    left, right = arrays(a), arrays(b)
-    assert sorted(left) == sorted(right)
-    for key in left:
-        if key not in skip:
-            np.testing.assert_array_equal(left[key], right[key], err_msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -181,13 +161,6 @@ def test_parallel_rgb_gives_the_same_store(both, corpus, tmp_path):
     assert_same_arrays(both, out)
 
 
-def rgb_shards_done(store: Path) -> int:
-    try:
-        return int(zarr.open_group(str(store), mode="r")["progress/rgb_shard_done"][:].sum())
-    except Exception:
-        return 0
-
-
 @pytest.mark.slow
 def test_kill_during_the_rgb_stage_and_resume_gives_the_same_store(corpus, both, tmp_path):
     out = tmp_path / "killed.zarr"
@@ -196,11 +169,11 @@ def test_kill_during_the_rgb_stage_and_resume_gives_the_same_store(corpus, both,
                "4", "--frames", "8", "--size", "64", "--quiet"]
     process = subprocess.Popen(command, env=ENV, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while rgb_shards_done(out) < 1 and time.monotonic() < deadline:
+    while shards_done(out, "progress/rgb_shard_done") < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert rgb_shards_done(out) < 3
+    assert shards_done(out, "progress/rgb_shard_done") < 3
     finished = subprocess.run(command, env=ENV, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert_same_arrays(both, out)

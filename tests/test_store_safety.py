@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from stores import assert_same_arrays, shards_done
 
 from cli.prep import main
 from ntu_pipeline.errors import NTUPrepError, StoreFormatError, StoreLockedError
@@ -47,26 +47,6 @@ def run_extract(corpus: Path, out: Path, **options):
     config = ExtractConfig(skeletons=corpus, out=out, dataset="ntu60", shard_size=8, progress=False,
                            **options)
     return extract(config, say=lambda _: None)
-
-
-def arrays(path: Path) -> dict[str, np.ndarray]:
-    group = zarr.open_group(str(path), mode="r")
-    out = {}
-
-    def walk(g, prefix):
-        for name, array in g.arrays():
-            out[prefix + name] = array[:]
-        for name, sub in g.groups():
-            walk(sub, f"{prefix}{name}/")
-    walk(group, "")
-    return out
-
-
-def assert_same_arrays(a: Path, b: Path):
-    left, right = arrays(a), arrays(b)
-    assert sorted(left) == sorted(right)
-    for key in left:
-        np.testing.assert_array_equal(left[key], right[key], err_msg=key)
 
 
 def test_a_second_writer_fails_at_once_naming_the_holder(corpus, tmp_path):
@@ -219,13 +199,6 @@ def test_every_option_has_help_and_the_command_list_is_whole():
             if param.param_type_name == "option" and param.name != "help":
                 assert param.help, f"ntu-prep {name} {param.opts[0]} has no help text"
     assert "rerun the same command" in CliRunner().invoke(main, ["extract", "--help"]).output
-
-
-def shards_done(store: Path) -> int:
-    try:
-        return int(zarr.open_group(str(store), mode="r")["progress/shard_done"][:].sum())
-    except Exception:  # not created yet, or being created
-        return 0
 
 
 @pytest.mark.slow
