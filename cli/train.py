@@ -18,8 +18,8 @@ from pathlib import Path
 import click
 
 from model import MODEL_NAMES
-from model.data import NORMALIZATIONS
 from model.train import OPTIMIZERS, TrainConfig, default_device, default_workers, evaluate_checkpoint, fit
+from model.transforms import NORMALIZATIONS
 from ntu_pipeline.errors import NTUPrepError
 from ntu_pipeline.manifests import protocols
 

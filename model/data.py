@@ -31,7 +31,6 @@ process count or the step a run resumed at.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,31 +39,29 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import zarr
 from torch import Tensor
 
 from model.hcn import skeleton_motion
+from model.transforms import (
+    NORMALIZATIONS,
+    TEST_WINDOW,
+    crop_boxes,
+    crop_clips,
+    gather_joints,
+    mirror_skeleton,
+    normalize_skeletons,
+    resample_joints,
+    to_model_layout,
+    window_positions,
+    window_ratio,
+)
 from ntu_pipeline.errors import StoreFormatError
-from ntu_pipeline.skeleton.normalize import LEFT_SHOULDER, RIGHT_SHOULDER, SPINE_BASE, SPINE_MID
 from ntu_pipeline.store import STATUS_CODES, open_store, split_indices
 
-NORMALIZATIONS = ("none", "spine", "spine_axes")
-TRAIN_WINDOW = (0.5, 1.0)  # HCN: a random window of 50-100% of the frames kept
-TEST_WINDOW = 0.95  # the centred window at test (CTR-GCN, PYSKL)
-CROP_AREA = (0.5, 1.0)  # random resized crop: share of the stored frame's area
-CROP_ASPECT = (3 / 4, 4 / 3)
 # Columns of `epoch_randoms`: uniforms in [0, 1) per sample and epoch.
 WINDOW_RATIO, WINDOW_START, CROP_SCALE, CROP_RATIO, CROP_X, CROP_Y, FLIP = range(7)
 NUM_RANDOMS = 7
-
-# Kinect v2 joints (0-based): left arm 4-7, hand tip 21, thumb 22; right arm 8-11, 23, 24; left leg
-# 12-15, right leg 16-19; the spine, neck and head (0-3, 20) are their own mirror image.
-_LEFT = (4, 5, 6, 7, 21, 22, 12, 13, 14, 15)
-_RIGHT = (8, 9, 10, 11, 23, 24, 16, 17, 18, 19)
-MIRROR_JOINTS = list(range(25))
-for _l, _r in zip(_LEFT, _RIGHT, strict=True):
-    MIRROR_JOINTS[_l], MIRROR_JOINTS[_r] = _r, _l
 
 
 @dataclass(frozen=True)
@@ -164,78 +161,6 @@ def read_split(store: str | Path, protocol: str, part: str, need_rgb: bool = Fal
 
 # --- skeleton normalisation, batched (the maths of ntu_pipeline.skeleton.normalize) ------------------
 
-def _first_true(mask: Tensor) -> Tensor:
-    """Index of the first True along the last axis (0 where none): (B, T) bool -> (B,) int64."""
-    return mask.int().argmax(dim=-1)
-
-
-def center_on_spine(joints: Tensor, present: Tensor) -> Tensor:
-    """Subtract actor 1's spine-middle joint per frame: joints (B, T, M, V, 3), present (B, T, M) bool.
-
-    Frames without actor 1 use its last earlier frame (or its first one); empty slots stay zero;
-    samples without actor 1 are returned unchanged. As `ntu_pipeline.skeleton.normalize.center_on_spine`.
-    """
-    b, t = present.shape[:2]
-    actor1 = present[:, :, 0]  # (B, T)
-    frame = torch.arange(t, device=joints.device).expand(b, t)
-    seen = torch.where(actor1, frame, -1).cummax(dim=1).values  # (B, T)
-    seen = torch.where(seen < 0, _first_true(actor1)[:, None], seen)
-    centre = joints[:, :, 0, SPINE_MID].gather(1, seen[..., None].expand(b, t, 3))  # (B, T, 3)
-    centre = centre * actor1.any(dim=1)[:, None, None]  # no actor 1: nothing to centre on
-    return (joints - centre[:, :, None, None]) * present[..., None, None]
-
-
-def _rotation_between(a: Tensor, b: Tensor) -> Tensor:
-    """(B, 3, 3) rotations turning directions a (B, 3) into b (3,) (Rodrigues), float64."""
-    a = a / a.norm(dim=-1, keepdim=True)
-    b = (b / b.norm()).expand_as(a)
-    axis = torch.linalg.cross(a, b)
-    sin, cos = axis.norm(dim=-1), (a * b).sum(dim=-1)  # (B,)
-    k = axis / sin.clamp_min(1e-300)[:, None]
-    zero = torch.zeros_like(sin)
-    K = torch.stack([zero, -k[:, 2], k[:, 1], k[:, 2], zero, -k[:, 0], -k[:, 1], k[:, 0], zero],
-                    dim=-1).view(-1, 3, 3)
-    eye = torch.eye(3, dtype=a.dtype, device=a.device).expand_as(K)
-    rodrigues = eye + sin[:, None, None] * K + (1 - cos)[:, None, None] * K @ K
-    # opposite directions: a half turn about an axis orthogonal to a
-    helper = torch.where((a[:, :1].abs() < 0.9), a.new_tensor([1.0, 0, 0]), a.new_tensor([0.0, 1, 0]))
-    ortho = torch.linalg.cross(a, helper)
-    ortho = ortho / ortho.norm(dim=-1, keepdim=True)
-    half_turn = 2 * ortho[:, :, None] * ortho[:, None, :] - eye
-    parallel = torch.where((cos > 0)[:, None, None], eye, half_turn)
-    return torch.where((sin < 1e-8)[:, None, None], parallel, rodrigues)
-
-
-def align_to_axes(joints: Tensor, present: Tensor) -> Tensor:
-    """Rotate so actor 1's first hip -> spine bone is +z, then its left -> right shoulders +x.
-
-    joints (B, T, M, V, 3), present (B, T, M) bool -> rotated joints (empty slots zero). Samples without
-    actor 1 are returned unchanged. As `ntu_pipeline.skeleton.normalize.align_to_axes`; the rotation is
-    found in float64 and applied in the joints' dtype.
-    """
-    b = joints.shape[0]
-    actor1 = present[:, :, 0]
-    first = joints[torch.arange(b), _first_true(actor1), 0].double()  # (B, V, 3)
-    r1 = _rotation_between(first[:, SPINE_MID] - first[:, SPINE_BASE], first.new_tensor([0.0, 0, 1]))
-    shoulders = (r1 @ (first[:, RIGHT_SHOULDER] - first[:, LEFT_SHOULDER])[..., None])[..., 0]
-    shoulders = shoulders * shoulders.new_tensor([1.0, 1, 0])  # turn about z only
-    flat = shoulders.norm(dim=-1) < 1e-8
-    r2 = _rotation_between(torch.where(flat[:, None], shoulders.new_tensor([1.0, 0, 0]), shoulders),
-                           shoulders.new_tensor([1.0, 0, 0]))
-    rotation = torch.where(actor1.any(dim=1)[:, None, None], r2 @ r1, torch.eye(3, dtype=r1.dtype))
-    rotated = joints.flatten(1, 3) @ rotation.transpose(1, 2).to(joints.dtype)  # (B, T*M*V, 3)
-    return rotated.view(joints.shape) * present[..., None, None]
-
-
-def normalize_skeletons(joints: Tensor, how: str) -> Tensor:
-    """Apply normalisation `how` (NORMALIZATIONS) to joints (B, T, M, V, 3)."""
-    if how == "none":
-        return joints
-    present = joints.abs().sum(dim=(-1, -2)) > 0  # (B, T, M); faster than ne(0).any() on CPU
-    joints = center_on_spine(joints, present)
-    return align_to_axes(joints, present) if how == "spine_axes" else joints
-
-
 def load_joints(store: Path, indices: np.ndarray, num_frames: np.ndarray, normalize: str,
                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
     """`skeleton/joints` of samples `indices` (n,), normalised on `device`: (n, T_max, M, V, 3) there,
@@ -256,120 +181,6 @@ def load_joints(store: Path, indices: np.ndarray, num_frames: np.ndarray, normal
 
 
 # --- temporal sampling --------------------------------------------------------------------------------
-
-def window_positions(num_frames: Tensor, frames: int, ratio: Tensor, start: Tensor | None = None) -> Tensor:
-    """Fractional frame positions of `frames` evenly spaced samples of a window: (B, frames) float64.
-
-    num_frames (B,): frames kept per sample; ratio (B,): the window's share of them; start (B,) uniforms
-    in [0, 1) place the window (None: centred). Positions lie in [first, last] frame of the window.
-    """
-    n = num_frames.clamp_min(1).double()
-    length = (ratio.double() * n).round().clamp(min=1).minimum(n)  # (B,)
-    first = (start.double() * (n - length + 1)).floor() if start is not None else ((n - length) / 2).floor()
-    k = torch.arange(frames, dtype=torch.float64, device=n.device)
-    pos = first[:, None] + (k + 0.5) * (length / frames)[:, None] - 0.5  # (B, frames)
-    return pos.clamp(min=first[:, None]).minimum((first + length - 1)[:, None])
-
-
-def window_ratio(uniform: Tensor | None, size: int, device: torch.device | str) -> Tensor:
-    """Window shares (B,): TRAIN_WINDOW drawn from uniforms (B,), or TEST_WINDOW where uniform is None."""
-    if uniform is None:
-        return torch.full((size,), TEST_WINDOW, dtype=torch.float64, device=device)
-    lo, hi = TRAIN_WINDOW
-    return lo + uniform.double() * (hi - lo)
-
-
-def resample_joints(joints: Tensor, rows: Tensor, positions: Tensor) -> Tensor:
-    """Interpolate resident joints (N, T_all, M, V, C) at fractional `positions` (B, T) of samples
-    `rows` (B,) -> (B, T, M, V, C) float32. Between two frames the result is linear where the actor is
-    in both, the frame that has it where it is in one, zero where in neither."""
-    i0 = positions.floor().long().clamp(0, joints.shape[1] - 1)
-    i1 = (i0 + 1).clamp(max=joints.shape[1] - 1)
-    frac = (positions - i0).float()[..., None]  # (B, T, 1)
-    a, b = joints[rows[:, None], i0].float(), joints[rows[:, None], i1].float()  # (B, T, M, V, C)
-    wa = (1 - frac) * a.ne(0).any(-1).any(-1)  # (B, T, M)
-    wb = frac * b.ne(0).any(-1).any(-1)
-    total = wa + wb
-    mixed = (a * wa[..., None, None] + b * wb[..., None, None]) / total.clamp_min(1e-12)[..., None, None]
-    return torch.where((total > 0)[..., None, None], mixed, 0.0)
-
-
-def gather_joints(joints: Tensor, rows: Tensor, frames: Tensor) -> Tensor:
-    """Resident joints (N, T_all, M, V, C) at stored frames `frames` (B, T) (-1: none, zero there) of
-    samples `rows` (B,) -> (B, T, M, V, C) float32."""
-    out = joints[rows[:, None], frames.clamp(min=0)].float()
-    return torch.where((frames >= 0)[..., None, None, None], out, 0.0)
-
-
-def to_model_layout(joints: Tensor) -> Tensor:
-    """(B, T, M, V, C) -> (B, C, T, V, M), the networks' skeleton layout."""
-    return joints.permute(0, 4, 1, 3, 2).contiguous()
-
-
-def mirror_skeleton(skeleton: Tensor, flip: Tensor, width: float = 0.0) -> Tensor:
-    """Mirror the samples where `flip` (B,) is True: x -> width - x and left/right joints swapped.
-
-    skeleton (B, C, T, V, M) with x in channel 0: camera-space metres (width 0: x -> -x) or pixel
-    coordinates in a crop `width` wide. Absent actors (all zero) stay zero for width 0.
-    """
-    mirrored = skeleton[:, :, :, MIRROR_JOINTS]
-    mirrored = torch.cat([width - mirrored[:, :1], mirrored[:, 1:]], dim=1)
-    return torch.where(flip[:, None, None, None, None], mirrored, skeleton)
-
-
-# --- RGB: crops on the device -------------------------------------------------------------------------
-
-def crop_boxes(uniforms: Tensor | None, batch: int, size: int, crop: int, device) -> Tensor:
-    """Crop boxes (B, 4) = (x0, y0, w, h) in stored-frame pixels of S x S frames (S = size).
-
-    uniforms (B, 4) (CROP_SCALE .. CROP_Y columns): a random resized crop, CROP_AREA of the frame at an
-    aspect in CROP_ASPECT, anywhere inside it; None: the centre crop x crop (the test crop).
-    """
-    if uniforms is None:
-        side = float(min(crop, size))
-        corner = (size - side) / 2
-        return torch.tensor([corner, corner, side, side], dtype=torch.float64, device=device).repeat(batch, 1)
-    u = uniforms.double()
-    area = (CROP_AREA[0] + u[:, 0] * (CROP_AREA[1] - CROP_AREA[0])) * size * size
-    log_ratio = math.log(CROP_ASPECT[0]) + u[:, 1] * (math.log(CROP_ASPECT[1]) - math.log(CROP_ASPECT[0]))
-    w = (area * log_ratio.exp()).sqrt().clamp(max=size)
-    h = (area / log_ratio.exp()).sqrt().clamp(max=size)
-    return torch.stack([u[:, 2] * (size - w), u[:, 3] * (size - h), w, h], dim=1)
-
-
-def _crop_affine(boxes: Tensor, flip: Tensor, size: int) -> Tensor:
-    """affine_grid matrices (B, 2, 3) mapping the output crop to `boxes` of an S x S frame, mirrored
-    where `flip` (align_corners=False: -1 and 1 are the outer edges of the pixels)."""
-    x0, y0, w, h = boxes.unbind(1)
-    sx = torch.where(flip, -w / size, w / size)
-    zero = torch.zeros_like(sx)
-    return torch.stack([torch.stack([sx, zero, (2 * x0 + w) / size - 1], 1),
-                        torch.stack([zero, h / size, (2 * y0 + h) / size - 1], 1)], dim=1)
-
-
-def crop_clips(clips: Tensor, boxes: Tensor, flip: Tensor, crop: int) -> Tensor:
-    """uint8 clips (B, T, S, S, 3) -> float32 (B, 3, T, crop, crop) in [-1, 1]: each clip's box
-    (B, 4) resized to crop x crop (bilinear), mirrored where `flip` (B,). A centre box of `crop`
-    pixels at scale 1 copies the pixels exactly."""
-    b, t, s = clips.shape[:3]
-    x = clips.permute(0, 1, 4, 2, 3).reshape(b, t * 3, s, s).float()  # (B, T*3, S, S)
-    grid = F.affine_grid(_crop_affine(boxes, flip, s).float(), [b, t * 3, crop, crop], align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    x = x.view(b, t, 3, crop, crop).transpose(1, 2)  # (B, 3, T, crop, crop)
-    return x / 127.5 - 1.0
-
-
-def crop_points(points: Tensor, boxes: Tensor, flip: Tensor, size: int, crop: int) -> Tensor:
-    """Where pixel positions (B, ..., 2) of the stored S x S frames land in the output crop (B, ..., 2)
-    of `crop_clips` with the same boxes and flips (pixel j spans [j, j + 1))."""
-    theta = _crop_affine(boxes, flip, size).to(points.dtype)  # (B, 2, 3)
-    shape = (points.shape[0],) + (1,) * (points.ndim - 2)
-    scale, shift = theta[:, [0, 1], [0, 1]].view(*shape, 2), theta[:, :, 2].view(*shape, 2)
-    normalised = 2 * points / size - 1
-    return ((normalised - shift) / scale + 1) * crop / 2
-
-
-# --- order and randomness -----------------------------------------------------------------------------
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The training order of epoch `epoch`: a permutation of range(n), a pure function of its arguments."""

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 import model
 from cli.train import main
 from model import data as D
+from model import transforms as T
 from model.evaluate import classification_report, confusion_matrix, draw_confusion
 from model.train import TrainConfig, evaluate_checkpoint, fit, learning_rate, load_checkpoint
 from ntu_pipeline.skeleton import normalize as reference
@@ -87,13 +88,13 @@ def hcn_config(store: Path, out: Path, **changes) -> TrainConfig:
 def test_batched_normalisation_matches_the_reference_functions(skeleton_store):
     """Catches the batched torch centring/alignment drifting from ntu_pipeline.skeleton.normalize."""
     joints = open_store(skeleton_store)["skeleton/joints"][:48]  # (48, 300, 2, 25, 3)
-    ours = D.normalize_skeletons(torch.from_numpy(joints), "spine_axes").numpy()
+    ours = T.normalize_skeletons(torch.from_numpy(joints), "spine_axes").numpy()
     for got, sample in zip(ours, joints, strict=True):
         present = np.abs(sample).sum(axis=(2, 3)) > 0
         want = reference.align_to_axes(reference.center_on_spine(sample, present), present)
         np.testing.assert_allclose(got, want, atol=2e-6)
     empty = torch.zeros(1, 10, 2, 25, 3)  # a sample without actor 1 stays as it is
-    assert torch.equal(D.normalize_skeletons(empty, "spine_axes"), empty)
+    assert torch.equal(T.normalize_skeletons(empty, "spine_axes"), empty)
 
 
 def test_shard_slices_read_the_rows_asked_for(skeleton_store):
@@ -111,21 +112,21 @@ def test_windows_resampling_and_motion():
     """Catches windows leaving the frames kept, interpolation making half-size skeletons where an
     actor enters, and motion taken across the skipped frames."""
     n = torch.tensor([10, 100, 1])
-    test = D.window_positions(n, 8, torch.full((3,), 1.0))
+    test = T.window_positions(n, 8, torch.full((3,), 1.0))
     np.testing.assert_allclose(test[0].numpy(), np.arange(8) * 10 / 8 + 10 / 16 - 0.5)
     for _ in range(20):
         u = torch.rand(3)
-        pos = D.window_positions(n, 32, D.window_ratio(u, 3, "cpu"), torch.rand(3))
+        pos = T.window_positions(n, 32, T.window_ratio(u, 3, "cpu"), torch.rand(3))
         assert (pos >= 0).all() and (pos <= (n - 1)[:, None]).all()
         assert (pos.diff(dim=1) >= 0).all()
     joints = torch.zeros(1, 4, 2, 25, 3)
     joints[0, :, 0] = torch.arange(4.0)[:, None, None] + 1  # actor 1 everywhere, values 1..4
     joints[0, 2:, 1] = 5.0  # actor 2 enters at frame 2
-    out = D.resample_joints(joints, torch.tensor([0]), torch.tensor([[0.0, 1.5, 2.5, 3.0]]))
+    out = T.resample_joints(joints, torch.tensor([0]), torch.tensor([[0.0, 1.5, 2.5, 3.0]]))
     assert out[0, :, 0, 0, 0].tolist() == [1.0, 2.5, 3.5, 4.0]  # linear between frames
     assert out[0, 1, 1, 0, 0] == 5.0  # between frames 1 (absent) and 2: frame 2, not half of it
     assert out[0, 0, 1].abs().sum() == 0
-    skeleton = D.to_model_layout(out)  # (1, 3, 4, 25, 2)
+    skeleton = T.to_model_layout(out)  # (1, 3, 4, 25, 2)
     motion = model.skeleton_motion(skeleton)
     assert motion[0, 0, 0, 0, 1] == 0  # actor 2 absent at t = 0: no motion into frame 1
     assert motion[0, 0, 1, 0, 0] == 1.0 and motion[0, 0, 3].abs().sum() == 0
@@ -136,14 +137,14 @@ def test_flip_mirrors_the_body_and_swaps_its_sides():
     mirror image with the sides swapped is itself."""
     pose = torch.as_tensor(REST_POSE, dtype=torch.float32)  # (25, 3), its left side at -x
     skeleton = pose.T[None, :, None, :, None].repeat(1, 1, 2, 1, 2)  # (1, 3, T=2, 25, M=2)
-    flipped = D.mirror_skeleton(skeleton, torch.tensor([True]))
+    flipped = T.mirror_skeleton(skeleton, torch.tensor([True]))
     torch.testing.assert_close(flipped, skeleton, atol=1e-6, rtol=0)
     lopsided = skeleton.clone()
     lopsided[:, 0, :, 7] += 0.3  # the left hand reaches out
-    flipped = D.mirror_skeleton(lopsided, torch.tensor([True]))
+    flipped = T.mirror_skeleton(lopsided, torch.tensor([True]))
     assert torch.isclose(flipped[0, 0, 0, 11, 0], -(lopsided[0, 0, 0, 7, 0]))  # now the right hand
-    assert torch.equal(D.mirror_skeleton(flipped, torch.tensor([True])), lopsided)
-    assert torch.equal(D.mirror_skeleton(lopsided, torch.tensor([False])), lopsided)
+    assert torch.equal(T.mirror_skeleton(flipped, torch.tensor([True])), lopsided)
+    assert torch.equal(T.mirror_skeleton(lopsided, torch.tensor([False])), lopsided)
 
 
 def test_data_order_is_a_pure_function_of_seed_and_epoch():

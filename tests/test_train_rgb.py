@@ -18,6 +18,7 @@ from click.testing import CliRunner
 import model
 from cli.train import main
 from model import data as D
+from model import transforms as T
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.splits import make_split
@@ -99,17 +100,17 @@ def test_centre_crop_copies_pixels_and_the_flip_mirrors_them():
     """Catches a test crop that resamples (blurs), a flip that is not an exact mirror, and random
     crops outside the frame or outside CROP_AREA."""
     clips = torch.randint(0, 256, (2, 4, 40, 40, 3), dtype=torch.uint8)
-    boxes = D.crop_boxes(None, 2, 40, 32, "cpu")
-    out = D.crop_clips(clips, boxes, torch.tensor([False, True]), 32)
+    boxes = T.crop_boxes(None, 2, 40, 32, "cpu")
+    out = T.crop_clips(clips, boxes, torch.tensor([False, True]), 32)
     expected = clips[:, :, 4:36, 4:36].permute(0, 4, 1, 2, 3).float() / 127.5 - 1
     torch.testing.assert_close(out[0], expected[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(out[1], expected[1].flip(-1), atol=1e-5, rtol=0)
-    boxes = D.crop_boxes(torch.rand(64, 4), 64, 256, 224, "cpu")
+    boxes = T.crop_boxes(torch.rand(64, 4), 64, 256, 224, "cpu")
     x0, y0, w, h = boxes.unbind(1)
     assert (x0 >= 0).all() and (y0 >= 0).all()
     assert (x0 + w <= 256 + 1e-6).all() and (y0 + h <= 256 + 1e-6).all()
     area = w * h / 256**2
-    assert area.min() >= D.CROP_AREA[0] * 0.75 and area.max() <= 1 + 1e-6
+    assert area.min() >= T.CROP_AREA[0] * 0.75 and area.max() <= 1 + 1e-6
 
 
 def _ball(frame: np.ndarray, red: bool) -> np.ndarray | None:
@@ -138,11 +139,11 @@ def test_a_flipped_skeleton_lies_on_the_flipped_figure(rgb_store):
     for b in range(batch):
         torch.testing.assert_close(mixed.rgb[b], plain.rgb[b].flip(-1) if flip[b] else plain.rgb[b],
                                    atol=1e-4, rtol=0)
-        torch.testing.assert_close(mixed.skeleton[b], D.mirror_skeleton(plain.skeleton[b:b + 1],
+        torch.testing.assert_close(mixed.skeleton[b], T.mirror_skeleton(plain.skeleton[b:b + 1],
                                                                        flip[b:b + 1])[0])
 
     group = open_store(rgb_store)
-    boxes = D.crop_boxes(randoms[:, D.CROP_SCALE:D.CROP_Y + 1], batch, size, crop, "cpu")
+    boxes = T.crop_boxes(randoms[:, D.CROP_SCALE:D.CROP_Y + 1], batch, size, crop, "cpu")
     image = ((mixed.rgb + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 4, 1).numpy()
     checked = {True: 0, False: 0}
     for b, position in enumerate(mixed.positions.tolist()):
@@ -159,9 +160,9 @@ def test_a_flipped_skeleton_lies_on_the_flipped_figure(rgb_store):
                 continue
             xy = torch.from_numpy(project_to_crop(group["skeleton/color_xy"][index, k[0], 0], box,
                                                   video_size, size)).float()  # (V, 2) stored pixels
-            in_crop = D.crop_points(xy[None], boxes[b:b + 1], torch.tensor([False]), size, crop)[0]
+            in_crop = T.crop_points(xy[None], boxes[b:b + 1], torch.tensor([False]), size, crop)[0]
             layout = in_crop.T[None, :, None, :, None]  # (1, 2, 1, V, 1): x, y as a skeleton's channels
-            moved = D.mirror_skeleton(layout, flip[b:b + 1], width=crop)[0, :, 0, :, 0].T.numpy()  # (V, 2)
+            moved = T.mirror_skeleton(layout, flip[b:b + 1], width=crop)[0, :, 0, :, 0].T.numpy()  # (V, 2)
             holding = (HAND_LEFT, HAND_TIP_LEFT) if flip[b] else (HAND_RIGHT, HAND_TIP_RIGHT)
             other = (HAND_RIGHT, HAND_TIP_RIGHT) if flip[b] else (HAND_LEFT, HAND_TIP_LEFT)
             palm, other_palm = moved[list(holding)].mean(0), moved[list(other)].mean(0)
