@@ -55,3 +55,15 @@ class StoreLockedError(NTUPrepError):
 
 class Interrupted(NTUPrepError):
     """The user pressed Ctrl-C; what was written so far is resumable."""
+
+
+class TrainingError(NTUPrepError):
+    """A run that cannot start or go on (the message says why and what to do)."""
+
+
+class CheckpointError(TrainingError, ValueError):
+    """A checkpoint that is not ours, is damaged, or does not fit the model or store it is used with."""
+
+
+class NonFiniteLossError(TrainingError, FloatingPointError):
+    """The training loss became NaN or infinite."""

@@ -27,8 +27,9 @@ import model
 from cli.train import main
 from model import data as D
 from model import transforms as T
+from model.checkpoint import load_checkpoint
 from model.evaluate import classification_report, confusion_matrix, draw_confusion
-from model.train import TrainConfig, evaluate_checkpoint, fit, learning_rate, load_checkpoint
+from model.train import TrainConfig, evaluate_checkpoint, fit, learning_rate
 from ntu_pipeline.skeleton import normalize as reference
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
@@ -393,7 +394,8 @@ def test_evaluate_checkpoint_api(finished_run, skeleton_store):
 
 def test_init_from_starts_the_skeleton_stream_of_a_fused_model(finished_run, skeleton_store):
     """Catches --init-from loading into the wrong module, or silently loading nothing."""
-    from model.train import CheckpointError, init_stream
+    from model.checkpoint import init_stream
+    from ntu_pipeline.errors import CheckpointError
 
     class_names = tuple(open_store(skeleton_store).attrs["class_names"])
     state = load_checkpoint(finished_run / "best.pt")
