@@ -65,6 +65,10 @@ def test_store_follows_the_documented_schema(serial_store, corpus):
         array = group["skeleton"][name]
         assert array.shape == shape and array.chunks == (1, *shape[1:]) and array.shards == (8, *shape[1:])
     assert group["skeleton/tracking"].dtype == np.int8 and group["skeleton/joints"].dtype == np.float32
+    # parallel writers mark their own shard: one chunk (file) per shard, never a shared one to race on
+    assert group["progress/shard_done"].chunks == (1,) and group["progress/shard_digest"].chunks[0] == 1
+    for name in ("num_frames", "num_bodies", "status", "error", "note"):
+        assert group["samples"][name].chunks == (8,), name
     assert verify_store(group) == []
 
 

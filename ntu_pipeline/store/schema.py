@@ -148,8 +148,8 @@ def create_stage_arrays(group: zarr.Group, specs: tuple[ArraySpec, ...], shard_s
                          fill_value=0, **codecs)
     shards = num_shards(n, shard_size)
     progress = group.require_group("progress")
-    progress.create_array(done.rsplit("/", 1)[-1], shape=(shards,), dtype="uint8", chunks=(max(shards, 1),),
-                          fill_value=0)
+    # one chunk per shard: parallel writers each mark their own shard, never one shared chunk file
+    progress.create_array(done.rsplit("/", 1)[-1], shape=(shards,), dtype="uint8", chunks=(1,), fill_value=0)
     record = progress.create_array(digest.rsplit("/", 1)[-1], shape=(shards, len(specs)), dtype=str,
                                    chunks=(1, len(specs)), fill_value="")
     record.attrs["files"] = [spec.path for spec in specs]
