@@ -20,6 +20,8 @@ by sample or by slice: fancy indexing on a sharded array is orders of magnitude 
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +97,6 @@ def meta_columns(names: list[str]) -> dict[str, np.ndarray]:
 
 def clear_store_folder(path: Path) -> None:
     """Empty a store's folder (the caller checked that it is a store, `is_store`)."""
-    import shutil
-
     for child in Path(path).iterdir():
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
@@ -155,12 +155,6 @@ def create_stage_arrays(group: zarr.Group, specs: tuple[ArraySpec, ...], shard_s
     record.attrs["files"] = [spec.path for spec in specs]
 
 
-def stage_files(group: zarr.Group, path: str, shard: int) -> Path:
-    """The file that shard `shard` of the stage array `path` is written to."""
-    array = group[path]
-    return shard_path(Path(group.store.root), array, shard)
-
-
 def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
     """Open a prepared store, refusing one of an unknown format."""
     path = Path(path)
@@ -184,8 +178,6 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
 def is_store(path: Path) -> bool:
     """Whether `path` holds an ntu-prep store of any version (the only folders --overwrite replaces)."""
     try:
-        import json
-
         meta = json.loads((Path(path) / "zarr.json").read_text())
     except (OSError, ValueError):
         return False
