@@ -49,6 +49,9 @@ def _user_errors(fn):
             raise click.ClickException(f"{where}{err.strerror or err}") from err
         except (NTUPrepError, ValueError) as err:
             raise click.ClickException(str(err)) from err
+        except KeyError as err:  # an array of the store that does not open
+            raise click.ClickException(f"{err.args[0]}: missing from the store or unreadable; "
+                                       "`ntu-prep verify` lists what is damaged") from err
     return wrapper
 
 

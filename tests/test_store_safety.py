@@ -224,3 +224,14 @@ def test_ctrl_c_stops_with_one_line_and_exit_130(tmp_path, jobs):
     finished = subprocess.run(command, env=ENV, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert verify_store(open_store(out)) == []
+
+
+def test_a_missing_array_is_a_problem_not_a_traceback(reference, tmp_path):
+    out = tmp_path / "copy.zarr"
+    shutil.copytree(reference, out)
+    (out / "skeleton/motion/zarr.json").unlink()
+    for command in (["verify", "--quiet", str(out)], ["info", str(out)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, result.output
+        assert "skeleton/motion" in result.output and "Traceback" not in result.output
+        assert not isinstance(result.exception, KeyError)

@@ -250,6 +250,23 @@ def damaged_shards(group: zarr.Group, stage: str) -> list[tuple[int, str, str]]:
     return out
 
 
+def missing_arrays(group: zarr.Group) -> list[str]:
+    """The arrays the store's attributes promise that do not open (a deleted folder or zarr.json)."""
+    def opens(path: str) -> bool:
+        try:
+            group[path]
+        except (KeyError, ValueError, OSError):
+            return False
+        return True
+
+    expected = ["samples/name", *(f"samples/{field}" for field in META_FIELDS)]
+    for info in dict(group.attrs).get("stages", {}).values():
+        expected += [info["done"], info["digest"], info["status"], info["error"], info["note"]]
+        if opens(info["digest"]):
+            expected += group[info["digest"]].attrs["files"]
+    return [path for path in dict.fromkeys(expected) if not opens(path)]
+
+
 def verify_store(group: zarr.Group, deep: bool = False,
                  advance: Callable[[int], None] | None = None) -> list[str]:
     """Integrity problems of a store, [] when none.
@@ -259,6 +276,10 @@ def verify_store(group: zarr.Group, deep: bool = False,
     `deep`, also decodes every shard and checks the skeleton padding. `advance(k)` reports progress in
     shards.
     """
+    missing = missing_arrays(group)
+    if missing:  # nothing else can be checked reliably
+        return [f"{path}: array missing or its zarr.json unreadable; rebuild the store (extract --overwrite)"
+                for path in missing]
     problems: list[str] = []
     attrs = dict(group.attrs)
     if attrs.get("state") != "complete":
