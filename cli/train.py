@@ -5,7 +5,7 @@
     ntu-train eval --checkpoint runs/ccdfarm/best.pt --store ntu60.zarr --protocol xsub --out runs/eval
     torchrun --nproc-per-node 8 -m cli.train fit ... # DDP: one process per GPU (gloo on CPU)
 
-Options map onto `model.train.TrainConfig` (fit) and `evaluate_checkpoint` (eval); errors about the
+Options map onto `model.config.TrainConfig` (fit) and `evaluate_checkpoint` (eval); errors about the
 input are one-line messages.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 import click
 
 from model import MODEL_NAMES
-from model.train import OPTIMIZERS, TrainConfig, default_device, default_workers, evaluate_checkpoint, fit
+from model.config import OPTIMIZERS, TrainConfig, default_device, default_workers
+from model.train import evaluate_checkpoint, fit
 from model.transforms import NORMALIZATIONS
 from ntu_pipeline.errors import NTUPrepError
 from ntu_pipeline.manifests import protocols

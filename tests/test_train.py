@@ -28,8 +28,9 @@ from cli.train import main
 from model import data as D
 from model import transforms as T
 from model.checkpoint import load_checkpoint
+from model.config import TrainConfig
 from model.evaluate import classification_report, confusion_matrix, draw_confusion
-from model.train import TrainConfig, evaluate_checkpoint, fit, learning_rate
+from model.train import evaluate_checkpoint, fit, learning_rate
 from ntu_pipeline.skeleton import normalize as reference
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store

@@ -12,7 +12,8 @@ import pytest
 import torch
 from test_train import build_store
 
-from model.train import TrainConfig, fit
+from model.config import TrainConfig
+from model.train import fit
 
 REPO = Path(__file__).resolve().parent.parent
 
