@@ -46,6 +46,7 @@ import numpy as np
 from ..errors import NTUPrepError
 from ..manifests import NUM_CLASSES, get_protocol
 from ..progress import ProgressBar
+from ..skeleton.normalize import SPINE_MID
 from .common import (
     ExportConfig,
     ExportSplit,
@@ -61,7 +62,6 @@ from .common import (
 )
 
 NPZ_NAMES = {"xsub": "NTU60_CS", "xview": "NTU60_CV", "xsub120": "NTU120_CSub", "xset120": "NTU120_CSet"}
-SPINE_MID = 1
 FRAME_FEATURES = 150  # 2 actors x 25 joints x 3
 
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..errors import NTUPrepError
 from ..progress import ProgressBar
+from ..skeleton.normalize import SPINE_MID
 from .common import (
     ExportConfig,
     ExportSummary,
@@ -57,7 +58,6 @@ from .common import (
 )
 
 SPLIT_PREFIX = {"xsub": "xsub", "xview": "xview", "xsub120": "xsub", "xset120": "xset"}
-SPINE_MID = 1
 EPS = 1e-3  # ntu_preproc.py's threshold for an empty joint
 PICKLE_PROTOCOL = 4  # Python >= 3.4; framed, so the C pickler writes the file as it goes
 

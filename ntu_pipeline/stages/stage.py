@@ -150,9 +150,11 @@ def write_shard(task: ShardTask) -> dict[str, int]:
                     columns[path][i] = values
             columns[stage.note][i] = prepared.note
         columns[stage.status][i] = STATUS_CODES[status]
+    written = {}  # path -> digest of the bytes written, so they need not be read back
     for spec in sharded:  # whole shards, encoded here: see store/shards.py for why
         array = arrays[spec.path]
-        write_shard_file(root, array, task.shard, assemble_shard(chunks[spec.path], shard_grid(array)))
+        written[spec.path] = write_shard_file(root, array, task.shard,
+                                              assemble_shard(chunks[spec.path], shard_grid(array)))
     stop = task.start + k
     for path, values in columns.items():
         try:
@@ -160,7 +162,8 @@ def write_shard(task: ShardTask) -> dict[str, int]:
         except OSError as err:
             where = f"{root / path}: cannot write samples {task.start}..{stop - 1}"
             raise StoreWriteError(f"{where}: {err.strerror or err}") from err
-    digests = [file_digest(shard_path(root, arrays[spec.path], task.shard)) for spec in stage.arrays]
+    digests = [written.get(spec.path) or file_digest(shard_path(root, arrays[spec.path], task.shard))
+               for spec in stage.arrays]  # the tables zarr wrote are read back (a few bytes each)
     group[stage.digest][task.shard] = np.asarray(digests, dtype=object)
     group[stage.done][task.shard] = 1  # last: the shard counts only once all of it is written
     return {"shard": task.shard, "samples": k}

@@ -10,7 +10,7 @@ Usage:
 
     # the stage's own shard writer (store/shards.py) encodes chunks without zarr's machinery:
     chunks = [encode_frame_chunk(f, codec) for clip in block for f in clip]  # bytes, or None: all zero
-    write_shard_file(root, array, shard, assemble_shard(chunks, 16 * 32))    # block (16, 32, S, S, 3)
+    write_shard_file(root, array, shard, assemble_shard(chunks, shard_grid(array)))  # (16, 32, S, S, 3)
 
 Each chunk is one frame (all axes but the last three of length 1), its bytes a complete JFIF file, so
 any JPEG reader can read a frame cut out of a shard at the offset its index gives. zarr.json names the

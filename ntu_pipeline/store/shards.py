@@ -5,7 +5,7 @@
     # or chunk by chunk, as the stage does (one small padded buffer, no shard-sized block):
     encoder = chunk_encoder(array)
     chunks = [encode_chunk(encoder, sample) for sample in samples]
-    write_shard_file(store_root, array, 3, assemble_shard(chunks, array.shards[0]))
+    write_shard_file(store_root, array, 3, assemble_shard(chunks, shard_grid(array)))
 
 Why: zarr 3.1's shard writer spends about 350 us of Python per inner chunk (its async codec pipeline),
 ~1 ms per sample for the skeleton arrays, which is most of the whole stage's budget (bench/store_codec.py
@@ -115,28 +115,34 @@ def check_layout(array: zarr.Array) -> None:
         raise ValueError(f"{array.path}: fill value must be 0")
 
 
+def bytes_digest(data: bytes | None) -> str:
+    """What the progress record keeps of a file's bytes: "size:crc32c", or "-" for no file (None)."""
+    return "-" if data is None else f"{len(data)}:{google_crc32c.value(data):08x}"
+
+
 def file_digest(path: Path) -> str:
-    """What the progress record keeps of a written file: "size:crc32c", or "-" for no file."""
+    """`bytes_digest` of the file at `path` as it is on disk ("-" when there is none)."""
     try:
-        data = path.read_bytes()
+        return bytes_digest(path.read_bytes())
     except FileNotFoundError:
         return "-"
-    return f"{len(data)}:{google_crc32c.value(data):08x}"
 
 
-def write_shard_file(store_root: Path, array: zarr.Array, shard: int, data: bytes | None) -> None:
-    """Write shard `shard`'s bytes atomically (as zarr's own writes are), or remove it when None.
+def write_shard_file(store_root: Path, array: zarr.Array, shard: int, data: bytes | None) -> str:
+    """Write shard `shard`'s bytes atomically (as zarr's own writes are), or remove it when None; returns
+    their `bytes_digest` (what was written, without reading it back).
 
     An OSError is re-raised naming the file (`[Errno 27] File too large` alone says nothing)."""
     path = shard_path(store_root, array, shard)
     try:
         if data is None:
             path.unlink(missing_ok=True)
-            return
+            return bytes_digest(None)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
         partial.write_bytes(data)
         os.replace(partial, path)
+        return bytes_digest(data)
     except OSError as err:
         reason = err.strerror or str(err)
         raise StoreWriteError(f"{path}: cannot write shard {shard} of {array.path}: {reason}") from err
