@@ -83,7 +83,7 @@ def build_store(root: Path, samples: int, shard_size: int) -> Path:
     from ntu_pipeline.stages.runner import ExtractConfig, extract
     from ntu_pipeline.store import open_store
     from ntu_pipeline.store.splits import make_split
-    from ntu_pipeline.synth.skeleton import write_corpus
+    from ntu_pipeline.synth.corpus import write_corpus
 
     base = root / "base"
     if not base.is_dir():

@@ -32,7 +32,7 @@ from model.data import ClipSpec, SplitData, read_split
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.splits import make_split
-from ntu_pipeline.synth.skeleton import write_corpus
+from ntu_pipeline.synth.corpus import write_corpus
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -32,7 +32,7 @@ from ntu_pipeline.sample_id import SampleId
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import STATUS_CODES, open_store, read_strings
 from ntu_pipeline.store.splits import compute_split, make_split
-from ntu_pipeline.synth.skeleton import write_corpus
+from ntu_pipeline.synth.corpus import write_corpus
 
 MISSING_NAME = sorted(missing_samples("ntu60"))[0]
 TWO_PERSON_REAL = ("S001C001P001R001A050", "S017C003P020R002A054", "S017C003P020R002A055",

@@ -24,7 +24,7 @@ from ntu_pipeline.stages.skeleton import prepare_skeleton
 from ntu_pipeline.stages.stage import SampleEntry
 from ntu_pipeline.store import MAX_FRAMES, STATUS_CODES, open_store, read_sample, read_strings, verify_store
 from ntu_pipeline.store.splits import make_split
-from ntu_pipeline.synth.skeleton import write_corpus
+from ntu_pipeline.synth.corpus import write_corpus
 
 MISSING_NAME = sorted(missing_samples("ntu60"))[0]
 

@@ -17,7 +17,7 @@ from stores import assert_same_arrays, shards_done
 
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import STATUS_CODES, open_store, read_strings, verify_store
-from ntu_pipeline.synth.skeleton import write_corpus
+from ntu_pipeline.synth.corpus import write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

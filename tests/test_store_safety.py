@@ -21,8 +21,7 @@ from ntu_pipeline.errors import NTUPrepError, StoreFormatError, StoreLockedError
 from ntu_pipeline.stages.runner import ExtractConfig, discover, extract
 from ntu_pipeline.store import open_store, verify_store
 from ntu_pipeline.store.lock import store_lock
-from ntu_pipeline.synth.corpus import write_synthetic_corpus
-from ntu_pipeline.synth.skeleton import write_corpus
+from ntu_pipeline.synth.corpus import write_corpus, write_synthetic_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

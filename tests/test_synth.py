@@ -9,15 +9,10 @@ import pytest
 
 from ntu_pipeline.manifests import get_protocol
 from ntu_pipeline.sample_id import SampleId
-from ntu_pipeline.synth.skeleton import (
-    COLOR_CAMERA,
-    DEPTH_CAMERA,
-    class_motion,
-    format_skeleton,
-    sample_names,
-    synth_sample,
-    write_corpus,
-)
+from ntu_pipeline.synth.corpus import write_corpus
+from ntu_pipeline.synth.scene import COLOR_CAMERA, DEPTH_CAMERA
+from ntu_pipeline.synth.skeleton import class_motion, sample_names, synth_sample
+from ntu_pipeline.synth.skeleton_text import format_skeleton
 
 NUM_SAMPLES, NUM_CLASSES = 60, 6
 TWO_PERSON = {5, 6}  # the last 6 // 3 actions

@@ -15,17 +15,16 @@ import pytest
 from test_synth import motion_feature
 
 from ntu_pipeline.sample_id import SampleId
+from ntu_pipeline.synth.corpus import write_corpus
+from ntu_pipeline.synth.scene import FPS, ClassMotion
 from ntu_pipeline.synth.skeleton import (
-    FPS,
     HELD_OBJECTS,
     PUSH_M,
-    ClassMotion,
     class_motion,
     sample_names,
     synth_sample,
     synth_scene,
     twin_classes,
-    write_corpus,
 )
 from ntu_pipeline.synth.video import VIDEO_SIZE, render_frames, render_video
 

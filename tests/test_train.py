@@ -35,7 +35,8 @@ from ntu_pipeline.skeleton import normalize as reference
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.splits import make_split
-from ntu_pipeline.synth.skeleton import REST_POSE, write_corpus
+from ntu_pipeline.synth.corpus import write_corpus
+from ntu_pipeline.synth.skeleton import REST_POSE
 
 REPO = Path(__file__).resolve().parent.parent
 _STORES: dict[tuple, Path] = {}

@@ -22,7 +22,7 @@ from model import transforms as T
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.splits import make_split
-from ntu_pipeline.synth.skeleton import write_corpus
+from ntu_pipeline.synth.corpus import write_corpus
 from ntu_pipeline.video.crop import project_to_crop
 
 # Kinect v2 joint names in the files' order; a joint's partner has Left and Right swapped. The test's

@@ -1,12 +1,13 @@
-"""A synthetic NTU RGB+D corpus: `.skeleton` files in the exact Kinect v2 text format, motion by class.
+"""Synthetic NTU RGB+D scenes, motion by class: who moves which limbs how, seen from where.
 
 Usage:
-    ntu-prep synth demo_raw/ --samples 240 --classes 6 [--seed 0]
-    write_corpus(Path("demo_raw"), 240, 6)      # demo_raw/S001/S001C001P002R001A001.skeleton, ...
-    write_corpus(Path("demo_raw"), 240, 6, videos=True)   # and <name>_rgb.avi beside each (synth/video.py)
-    scene = synth_sample("S001C002P003R001A004", num_classes=6)
+    sample_names(240, 6)                         # the corpus's names, S001C001P002R001A001, ...
+    scene = synth_sample("S001C002P003R001A004", num_classes=6)   # a SyntheticSample (synth/scene.py)
     scene.bodies[0].joints                       # (F_b, 25, 3) metres, camera coordinates
-    format_skeleton(scene)                       # the file's text
+    format_skeleton(scene)                       # its `.skeleton` text (synth/skeleton_text.py)
+    write_corpus(Path("demo_raw"), 240, 6)       # the files, and videos with videos=True (synth/corpus.py)
+
+Writes nothing: this module makes the scenes, synth/skeleton_text.py and synth/video.py write them.
 
 Every sample is a pure function of (name, num_classes, seed): a `SyntheticSample` holding, per body
 and frame, the 3D joints and their projections into the 1920x1080 colour frame (`COLOR_CAMERA`) and
@@ -42,22 +43,22 @@ The rules:
   body (14-45 frames, x-range > 0.8 x y-range in every frame). 20% start with 1-8 empty frames,
   10% end with 1-5; 15% of files use CRLF line ends. Frames: 40-150 per sample at 30 fps.
 - Body IDs are 2**56 + a few thousand, as the Kinect writes them; bodies of a file differ in the
-  last digits. Numbers are written as the Kinect SDK does: 7 significant digits, `E-05` exponents.
-- With videos=True, `write_corpus` also renders <name>_rgb.avi beside each file (synth/video.py):
-  the actors drawn at their colour-frame joints, the held object, nothing of the noise bodies.
+  last digits (the text keeps them exact, and writes numbers as the Kinect SDK does:
+  synth/skeleton_text.py).
+- The video of a scene (synth/video.py) shows the actors drawn at their colour-frame joints and the
+  held object, nothing of the noise bodies.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from ..manifests import get_protocol
 from ..sample_id import SampleId
+from .scene import COLOR_CAMERA, DEPTH_CAMERA, FPS, ClassMotion, SyntheticBody, SyntheticSample
 
-FPS = 30
 MIN_FRAMES, MAX_FRAMES = 40, 150
 MAX_CLASSES = 120
 MAX_SETUP, NUM_CAMERAS, NUM_PERFORMERS = 17, 3, 40
@@ -69,31 +70,6 @@ PATTERNS = ("forward", "circle", "sideways")
 TEMPOS_HZ = (0.45, 0.7, 1.0, 1.35, 1.8)
 HELD_OBJECTS = ("red ball", "blue ball")  # held by the object twins, classes 0 and 1
 PUSH_M = 0.25  # metres the depth twin's hands come towards the camera at full amplitude
-
-
-@dataclass(frozen=True)
-class Pinhole:
-    """u = cx + fx (x + shift_x) / z, v = cy - fy y / z: pixels from camera coordinates in metres.
-
-    shift_x is the lens's offset from the depth sensor along x. Fitted to the real samples (residual
-    about 0.4 px colour, 0.1 px depth).
-    """
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    shift_x: float = 0.0
-
-    def project(self, xyz: np.ndarray) -> np.ndarray:
-        """xyz (..., 3) -> (..., 2) pixel coordinates."""
-        z = xyz[..., 2]
-        return np.stack([self.cx + self.fx * (xyz[..., 0] + self.shift_x) / z,
-                         self.cy - self.fy * xyz[..., 1] / z], axis=-1)
-
-
-COLOR_CAMERA = Pinhole(fx=1058.0, fy=1056.0, cx=960.0, cy=568.0, shift_x=0.056)  # 1920 x 1080
-DEPTH_CAMERA = Pinhole(fx=368.0, fy=367.0, cx=256.0, cy=208.0)  # 512 x 424
 
 # Kinect v2 joints, 0-based; a standing body 1.70 m tall, feet on the floor (y = 0), facing the
 # camera (-z); its left side at -x, as in the real files.
@@ -139,18 +115,6 @@ _GROUP_LIMBS = (
 )
 
 
-@dataclass(frozen=True)
-class ClassMotion:
-    """How one class moves (see the module docstring)."""
-
-    group: int  # index into LIMB_GROUPS
-    pattern: str  # one of PATTERNS
-    tempo_hz: float
-    two_person: bool
-    held: str = ""  # one of HELD_OBJECTS, in actor 1's right hand, drawn only in the video; "" nothing
-    push_m: float = 0.0  # how far the moving hands come towards the colour camera, along its rays
-
-
 def class_motion(label: int, num_classes: int) -> ClassMotion:
     """The motion of 0-based class `label` in a corpus of `num_classes` classes."""
     _check_classes(num_classes)
@@ -176,56 +140,6 @@ def twin_classes(num_classes: int) -> dict[str, tuple[int, int]]:
 def _own_motion(label: int, num_classes: int) -> ClassMotion:
     return ClassMotion(label % 8, PATTERNS[label % 3], TEMPOS_HZ[label % 5],
                        label >= num_classes - num_classes // 3)
-
-
-@dataclass(frozen=True, eq=False)
-class SyntheticBody:
-    """One tracked body over frames first_frame .. first_frame + F_b - 1.
-
-    kind:         "actor", "short" (noise, <= 11 frames) or "wide" (noise, lying flat)
-    joints:       (F_b, 25, 3) float64 camera coordinates in metres (x right, y up, z depth)
-    color_xy:     (F_b, 25, 2) COLOR_CAMERA.project(joints)
-    depth_xy:     (F_b, 25, 2) DEPTH_CAMERA.project(joints)
-    orientation:  (F_b, 25, 4) unit quaternions (w, x, y, z) of each joint's bone; 0 at leaves
-    tracking:     (F_b, 25) int8 joint tracking state (1 inferred, 2 tracked)
-    info:         (F_b, 9) float64, the body line after bodyID (skeleton.BODY_FIELDS[1:] in order)
-    """
-
-    body_id: int
-    first_frame: int
-    kind: str
-    joints: np.ndarray
-    color_xy: np.ndarray
-    depth_xy: np.ndarray
-    orientation: np.ndarray
-    tracking: np.ndarray
-    info: np.ndarray
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.joints)
-
-
-@dataclass(frozen=True, eq=False)
-class SyntheticSample:
-    """One sample's scene: bodies in order of first appearance (actors first on ties), and the motion
-    its actors perform (what the video needs beyond the joints: the held object)."""
-
-    name: str
-    num_frames: int
-    bodies: tuple[SyntheticBody, ...]
-    crlf: bool
-    motion: ClassMotion
-
-    def text(self) -> str:
-        return format_skeleton(self)
-
-    def bodies_per_frame(self) -> np.ndarray:
-        """(num_frames,) int: the body count line of each frame."""
-        counts = np.zeros(self.num_frames, int)
-        for body in self.bodies:
-            counts[body.first_frame:body.first_frame + body.num_frames] += 1
-        return counts
 
 
 def _check_classes(num_classes: int) -> None:
@@ -444,56 +358,3 @@ def synth_scene(sid: SampleId, motion: ClassMotion, seed: int = 0) -> SyntheticS
                                  _to_camera(lying, rng.uniform(-0.3, 0.3), np.tile(where, (n, 1)), view)))
     bodies.sort(key=lambda b: b.first_frame)  # stable: actors first on ties
     return SyntheticSample(sid.name, F, tuple(bodies), crlf=bool(rng.random() < 0.15), motion=motion)
-
-
-_JOINT_LINE = "%.7g " * 11 + "%d\n"
-_BODY_TAIL = "%d %d %d %d %d %d %.7g %.7g %d\n25\n" + _JOINT_LINE * 25
-
-
-def _body_lines(body: SyntheticBody) -> list[str]:
-    """Per frame of the body, its body line, "25" and 25 joint lines, as one string."""
-    fields = np.concatenate([body.joints, body.depth_xy, body.color_xy, body.orientation,
-                             body.tracking[..., None]], axis=-1)  # (F_b, 25, 12)
-    rows = np.concatenate([body.info, fields.reshape(len(fields), -1)], axis=1) + 0.0  # no "-0"
-    fmt = f"{body.body_id} " + _BODY_TAIL
-    return [(fmt % tuple(row)).replace("e", "E") for row in rows.tolist()]
-
-
-def format_skeleton(sample: SyntheticSample) -> str:
-    """The `.skeleton` text of a sample, with "\\r\\n" line ends when sample.crlf."""
-    frames: list[list[str]] = [[] for _ in range(sample.num_frames)]
-    for body in sample.bodies:
-        for k, block in enumerate(_body_lines(body)):
-            frames[body.first_frame + k].append(block)
-    parts = [f"{sample.num_frames}\n"]
-    for blocks in frames:
-        parts.append(f"{len(blocks)}\n")
-        parts.extend(blocks)
-    text = "".join(parts)
-    return text.replace("\n", "\r\n") if sample.crlf else text
-
-
-def write_corpus(out_dir: Path, num_samples: int, num_classes: int, seed: int = 0,
-                 progress=None, videos: bool = False) -> list[Path]:
-    """Write `sample_names(...)` as out_dir/Sxxx/<name>.skeleton (one folder per setup); return the paths.
-
-    videos: also render each sample's out_dir/Sxxx/<name>_rgb.avi beside it (synth/video.py). Off by
-    default: a video costs ~0.6 ms of CPU a frame (14 s for the 240-sample demo's ~23,000 frames on
-    one core, against 2 s for its skeletons), which callers that need only skeletons should not pay.
-    progress, if given, is called with 1 after each sample (e.g. `ProgressBar.advance`).
-    """
-    if videos:
-        from .video import render_video  # here: video.py builds on this module, not the reverse
-
-    paths = []
-    for name in sample_names(num_samples, num_classes, seed):
-        path = Path(out_dir) / name[:4] / f"{name}.skeleton"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scene = synth_sample(name, num_classes, seed)
-        path.write_bytes(format_skeleton(scene).encode("ascii"))
-        if videos:
-            render_video(scene, path.with_name(f"{name}_rgb.avi"))
-        paths.append(path)
-        if progress is not None:
-            progress(1)
-    return paths

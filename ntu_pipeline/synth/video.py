@@ -4,7 +4,7 @@ Usage:
     scene = synth_sample("S001C002P003R001A004", num_classes=6)
     render_video(scene, Path("demo_raw/S001/S001C002P003R001A004_rgb.avi"))   # 480x270, MPEG-4 Part 2
     for rgb in render_frames(scene): ...   # (270, 480, 3) uint8 RGB each, what the file encodes
-    write_corpus(Path("demo_raw"), 240, 6, videos=True)                        # synth/skeleton.py
+    write_corpus(Path("demo_raw"), 240, 6, videos=True)                        # synth/corpus.py
 
 A video has one frame per skeleton frame (empty frames included) at 30 fps, in an AVI with the DIVX
 tag as NTU's are, but at a quarter of 1920x1080 each way by default: the RGB stage scales the colour
@@ -32,7 +32,7 @@ import av
 import cv2
 import numpy as np
 
-from .skeleton import COLOR_CAMERA, FPS, SyntheticBody, SyntheticSample
+from .scene import COLOR_CAMERA, FPS, SyntheticBody, SyntheticSample
 
 COLOR_SIZE = (1920, 1080)  # width, height of the frame `color_xy` is in
 VIDEO_SIZE = (480, 270)  # default width, height of the rendered videos
