@@ -24,10 +24,10 @@ NTU crops; bench/rgb_codec.py). A chunk equal to the fill value 0 is never encod
 of the shard (write_empty_chunks=False), and `encode_frame_chunk` returns None for it, so both writers
 produce the same chunks. Such a frame reads back as exact zeros, not as a JPEG of black.
 
-Every chunk's bytes are identical whichever writer made them. The shard files are identical too when
-a shard holds one sample; with several, zarr 3.1 lays the (samples, frames) grid out in Morton order
-(interleaving samples) where `assemble_shard` writes C order (each sample's frames together): the same
-chunks and length at other offsets, read identically by any zarr reader (tests/test_jpeg_codec.py).
+Every chunk's bytes are identical whichever writer made them, and so are the shard files: both lay a
+multi-sample shard's (samples, frames) grid out in Morton order (interleaving samples), so one sample's
+frames lie spread over its shard (`frame_reader.py` reads them in runs; tests/test_jpeg_codec.py
+compares the writers' bytes).
 
 zarr 3.1's ShardingCodec does not call its inner codecs' `validate`, so inside a shard the inner chunk
 shape is checked when a chunk is encoded or decoded; the dtype and the last axis are checked when the
