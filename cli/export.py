@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from ntu_pipeline.errors import NTUPrepError
+from cli.errors import CONTEXT, user_errors
+from ntu_pipeline.errors import ConfigError
 from ntu_pipeline.export.common import EXPORT_FORMATS, ExportConfig
 from ntu_pipeline.manifests import protocols
 
@@ -30,10 +31,10 @@ def writer(fmt: str):
     if fmt == "hdf5":
         from ntu_pipeline.export.hdf5 import write_hdf5
         return write_hdf5
-    raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
+    raise ConfigError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
 
 
-@click.command("export")
+@click.command("export", context_settings=CONTEXT)
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--format", "fmt", required=True, type=click.Choice(EXPORT_FORMATS),
               help="pyskl: one pickle; ctrgcn: one .npz per protocol; hdf5: the whole store.")
@@ -46,12 +47,9 @@ def writer(fmt: str):
               help="hdf5: leave out rgb/frames (the other rgb/* arrays are copied).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
 def export_command(store, fmt, out, protocol_names, no_rgb, overwrite, quiet):
     """Export a store for PYSKL, CTR-GCN or any HDF5 reader."""
-    try:
-        config = ExportConfig(store=store, out=out, format=fmt, protocols=tuple(protocol_names),
-                              rgb=not no_rgb, overwrite=overwrite, progress=not quiet)
-        summary = writer(fmt)(config)
-    except (NTUPrepError, ValueError, OSError) as err:
-        raise click.ClickException(str(err)) from err
-    click.echo(summary.describe())
+    config = ExportConfig(store=store, out=out, format=fmt, protocols=tuple(protocol_names),
+                          rgb=not no_rgb, overwrite=overwrite, progress=not quiet)
+    click.echo(writer(fmt)(config).describe())

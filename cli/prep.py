@@ -10,49 +10,27 @@
     ntu-prep synth demo_raw/ --samples 240 --classes 6
 
 Exit codes: 0 done (samples that failed are listed in the summary and the store); 1 an error, a store
-that fails `verify`, or an `extract` in which every sample failed; 130 interrupted (Ctrl-C).
+that fails `verify`, or an `extract` in which every sample failed; 2 a usage error (an unknown option,
+a bad value); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import sys
-from functools import wraps
 from pathlib import Path
 
 import click
 
+from cli.errors import CONTEXT, user_errors
 from ntu_pipeline import __version__
-from ntu_pipeline.errors import Interrupted, NTUPrepError
 from ntu_pipeline.manifests import DATASETS, protocol_counts, protocols
-from ntu_pipeline.stages.interrupt import MESSAGE as INTERRUPTED
-from ntu_pipeline.stages.runner import BACKENDS, ExtractConfig, extract
-from ntu_pipeline.store import open_store, read_strings, split_indices, status_counts, store_size_bytes
+from ntu_pipeline.stages.backends import BACKENDS
+from ntu_pipeline.stages.runner import ExtractConfig, extract
+from ntu_pipeline.store import open_store
 from ntu_pipeline.store.lock import store_lock
-from ntu_pipeline.store.schema import STATUS_CODES, stage_info
 from ntu_pipeline.store.splits import make_split
 
 STORE = click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
-CONTEXT = {"max_content_width": 110, "help_option_names": ["-h", "--help"]}
-
-
-def _user_errors(fn):
-    """Turn the pipeline's errors about the user's input into one-line messages, not tracebacks."""
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (Interrupted, KeyboardInterrupt):
-            click.echo(INTERRUPTED, err=True)
-            sys.exit(130)
-        except OSError as err:
-            where = f"{err.filename}: " if err.filename else ""
-            raise click.ClickException(f"{where}{err.strerror or err}") from err
-        except (NTUPrepError, ValueError) as err:
-            raise click.ClickException(str(err)) from err
-        except KeyError as err:  # an array of the store that does not open
-            raise click.ClickException(f"{err.args[0]}: missing from the store or unreadable; "
-                                       "`ntu-prep verify` lists what is damaged") from err
-    return wrapper
 
 
 @click.group(context_settings=CONTEXT)
@@ -60,7 +38,8 @@ def _user_errors(fn):
 def main():
     """Turn the raw NTU RGB+D downloads into an aligned, sharded zarr store.
 
-    Exit codes: 0 done; 1 error (or nothing succeeded, or verify found problems); 130 interrupted.
+    Exit codes: 0 done; 1 error (or nothing succeeded, or verify found problems); 2 usage error;
+    130 interrupted.
     """
 
 
@@ -83,7 +62,8 @@ def main():
 @click.option("--shard-size", default=128, show_default=True, help="Skeleton samples per shard (and task).")
 @click.option("--frames", default="32", show_default=True,
               help="RGB frames per sample, spread evenly over the video; 'all': every frame up to 300.")
-@click.option("--size", default=256, show_default=True, help="Side of the square RGB crop, in pixels.")
+@click.option("--size", default=256, show_default=True,
+              help="Side of the square RGB crop, in pixels: any even number >= 16.")
 @click.option("--rgb-codec", type=click.Choice(["jpeg", "lz4"]), default="jpeg", show_default=True,
               help="jpeg: quality --quality, ~10x smaller; lz4: lossless (blosc lz4).")
 @click.option("--quality", default=90, show_default=True, help="JPEG quality of the RGB frames.")
@@ -92,7 +72,7 @@ def main():
               help="Replace an existing ntu-prep store instead of resuming it (other folders are never "
                    "replaced).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_user_errors
+@user_errors
 def extract_command(skeletons, videos, out, dataset, jobs, backend, scheduler, shard_size, frames, size,
                     rgb_codec, quality, rgb_shard_size, overwrite, quiet):
     """Prepare skeletons and videos into a store (resumable).
@@ -121,7 +101,7 @@ def extract_command(skeletons, videos, out, dataset, jobs, backend, scheduler, s
                    "by setup parity).")
 @click.option("--keep-missing", is_flag=True, help="Keep samples on the official missing-skeleton list.")
 @STORE
-@_user_errors
+@user_errors
 def split_command(protocol, keep_missing, store):
     """Write splits/<protocol>/{train,test} and print the counts."""
     with store_lock(store, "split"):
@@ -142,56 +122,27 @@ def protocols_command():
 
 @main.command("info")
 @STORE
-@_user_errors
+@user_errors
 def info_command(store):
-    """What is in a store."""
-    group = open_store(store)
-    attrs = dict(group.attrs)
-    n = group["samples/name"].shape[0]
-    names = None
-    click.echo(f"{store}: {attrs['format']}, {attrs['dataset']}, {n} samples, state {attrs.get('state')}, "
-               f"made by ntu-prep {attrs.get('ntu_prep_version')}")
-    for stage in attrs.get("stages", {}):
-        info = stage_info(group, stage)
-        counts = status_counts(group, info["status"])
-        click.echo(f"{stage}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-                   + f"; from {info['source']['folder']} ({info['source']['num_files']} files)")
-        click.echo(f"{stage} options: {info['options']}")
-        for path in group[info["digest"]].attrs["files"]:
-            array = group[path]
-            layout = f"chunk {array.chunks}" + (f", shard {array.shards}" if array.shards else "")
-            click.echo(f"  {path}: {array.shape} {array.dtype}, {layout}")
-        failed = [int(i) for i in (group[info["status"]][:] == STATUS_CODES["failed"]).nonzero()[0]]
-        if failed:
-            names = names or read_strings(group["samples/name"])
-            errors = read_strings(group[info["error"]])
-            for i in failed[:20]:
-                click.echo(f"  failed: {names[i]}: {errors[i]}")
-            if len(failed) > 20:
-                click.echo(f"  ... and {len(failed) - 20} more failed samples ({info['error']})")
-    click.echo(f"size on disk: {store_size_bytes(store) / 2**20:.1f} MiB")
-    for protocol in group["splits"].group_keys():
-        train, test = split_indices(group, protocol)
-        split_attrs = dict(group["splits"][protocol].attrs)
-        kept = "missing_skeleton samples kept" if split_attrs.get("keep_missing") else (
-            f"{split_attrs.get('excluded_missing', 0)} missing_skeleton excluded")
-        click.echo(f"split {protocol}: train {len(train)}, test {len(test)} ({kept}, "
-                   f"{split_attrs.get('excluded_failed', 0)} failed excluded)")
-    for item in attrs.get("ignored_files", []):
-        click.echo(f"ignored: {item['path']}: {item['reason']}")
+    """What is in a store: state, stages, failures, splits."""
+    from ntu_pipeline.store.describe import describe_store
+
+    for line in describe_store(open_store(store)):
+        click.echo(line)
 
 
 @main.command("verify")
 @STORE
 @click.option("--deep", is_flag=True, help="Also decode every shard and check the padding (slower).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_user_errors
+@user_errors
 def verify_command(store, deep, quiet):
     """Check a store's integrity; exit 1 with the list of problems."""
     from ntu_pipeline.progress import ProgressBar
-    from ntu_pipeline.store.schema import num_shards, verify_store
+    from ntu_pipeline.store.schema import num_shards
+    from ntu_pipeline.store.verify import verify_store
 
-    group = open_store(store)
+    group = open_store(store, check=False)
     n = group["samples/name"].shape[0]
     total = sum(num_shards(n, info["shard_size"]) for info in group.attrs.get("stages", {}).values())
     with ProgressBar(total, "shards", "verify", enabled=not quiet) as bar:
@@ -206,9 +157,10 @@ def verify_command(store, deep, quiet):
 @main.command("sheet")
 @STORE
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--samples", default=48, show_default=True, help="Tiles, spread evenly over the store.")
-@click.option("--columns", default=8, show_default=True, help="Tiles per row.")
-@_user_errors
+@click.option("--samples", default=48, show_default=True, type=click.IntRange(min=1),
+              help="Tiles, spread evenly over the store (at least 1).")
+@click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1), help="Tiles per row.")
+@user_errors
 def sheet_command(store, out, samples, columns):
     """Contact sheet (PNG) of the stored actors, a tile per sample."""
     from ntu_pipeline.sheet import write_contact_sheet
@@ -222,8 +174,8 @@ def sheet_command(store, out, samples, columns):
 @click.argument("sample", required=False)
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The PNG to write.")
-@click.option("--columns", default=8, show_default=True, help="Frames per row.")
-@_user_errors
+@click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1), help="Frames per row.")
+@user_errors
 def preview_command(store, sample, out, columns):
     """A sample's stored frames with its skeleton drawn on them (PNG).
 
@@ -243,7 +195,7 @@ def preview_command(store, sample, out, columns):
 @click.option("--seed", default=0, show_default=True, help="Seed of the whole corpus: same seed, same files.")
 @click.option("--no-videos", is_flag=True, help="Write only the .skeleton files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_user_errors
+@user_errors
 def synth_command(out, samples, classes, seed, no_videos, quiet):
     """Write a synthetic NTU-format corpus (skeletons, videos)."""
     from ntu_pipeline.synth.corpus import write_synthetic_corpus

@@ -12,16 +12,16 @@ input are one-line messages.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
+from cli.errors import CONTEXT, user_errors
 from model import MODEL_NAMES
 from model.config import OPTIMIZERS, TrainConfig, default_device, default_workers
 from model.train import evaluate_checkpoint, fit
 from model.transforms import NORMALIZATIONS
-from ntu_pipeline.errors import NTUPrepError
+from ntu_pipeline.errors import Interrupted
 from ntu_pipeline.manifests import protocols
 
 STORE = click.option("--store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -30,18 +30,7 @@ PROTOCOL = click.option("--protocol", required=True, type=click.Choice(sorted(pr
                         help="The split to use (`ntu-prep split` writes it).")
 
 
-def _user_errors(fn):
-    """Turn errors about the user's input into one-line messages, not tracebacks."""
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (NTUPrepError, ValueError, OSError) as err:
-            raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
-    return wrapper
-
-
-@click.group()
+@click.group(context_settings=CONTEXT)
 def main():
     """Train and evaluate CC-DFARM and its baselines on a prepared NTU RGB+D store."""
 
@@ -90,7 +79,7 @@ def main():
               help="Also write last.pt every N steps (0: after each epoch only).")
 @click.option("--resume", is_flag=True, help="Continue OUT/last.pt (same options) where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_user_errors
+@user_errors
 def fit_command(store, protocol, model_name, out, epochs, batch_size, lr, optimizer, momentum, weight_decay,
                 warmup_epochs, clip_norm, seed, frames, crop, flip, normalize, dropout, bn_momentum,
                 i3d_checkpoint, init_from, pretrained_lr, device, workers, bf16, compile_, sync_bn,
@@ -112,9 +101,8 @@ def fit_command(store, protocol, model_name, out, epochs, batch_size, lr, optimi
     try:
         report = fit(config, resume=resume)
     except KeyboardInterrupt:
-        click.echo(f"interrupted; {out}/last.pt holds the last checkpoint: continue with the same command "
-                   "and --resume", err=True)
-        sys.exit(130)
+        raise Interrupted(f"interrupted; {out}/last.pt holds the last checkpoint: continue with the same "
+                          "command and --resume") from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
         click.echo(f"{model_name} {protocol}: test top1 {report['top1']:.4f} top5 {report['top5']:.4f} "
                    f"({report['num_samples']} samples); {out}/metrics.json, {out}/confusion.png")
@@ -132,7 +120,7 @@ def fit_command(store, protocol, model_name, out, epochs, batch_size, lr, optimi
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--device", default=default_device, show_default="cuda if available")
 @click.option("--workers", default=default_workers, type=int, show_default="min(8, CPUs)")
-@_user_errors
+@user_errors
 def eval_command(checkpoint, store, protocol, out, model_name, batch_size, device, workers):
     """Top-1, top-5 and per-class accuracy of CHECKPOINT on the test split of PROTOCOL."""
     report = evaluate_checkpoint(checkpoint, store, protocol, out, model=model_name, batch_size=batch_size,
@@ -142,17 +130,13 @@ def eval_command(checkpoint, store, protocol, out, model_name, batch_size, devic
                                                        else ""))
 
 
-if __name__ == "__main__":
-    main()
-
-
 RUNS = click.argument("runs", nargs=-1, required=True,
                       type=click.Path(exists=True, file_okay=False, path_type=Path))
 
 
 @main.command("summary")
 @RUNS
-@_user_errors
+@user_errors
 def summary_command(runs):
     """A table of finished runs: model, protocol, epochs, test top-1 and top-5, confusion matrix."""
     import json
@@ -167,3 +151,7 @@ def summary_command(runs):
         click.echo(f"{str(run)[-28:]:28s} {settings['model']:10s} {settings['protocol']:8s} "
                    f"{settings['epochs']:6d} {report['top1']:7.4f} {report['top5']:7.4f}  "
                    f"{run / 'confusion.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ import torch
 
 import model as models
 from model.data import ClipSpec
+from ntu_pipeline.errors import ConfigError
 
 REFERENCE_BATCH = 32  # the batch size at which `lr` applies (linear scaling)
 OPTIMIZERS = ("sgd", "adam")
@@ -79,26 +80,26 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.model not in models.MODEL_NAMES:
-            raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(models.MODEL_NAMES)}")
+            raise ConfigError(f"unknown model {self.model!r}; known models: {', '.join(models.MODEL_NAMES)}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "pretrained_lr"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("momentum", "weight_decay", "warmup_epochs", "clip_norm", "workers", "checkpoint_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.model == "i3d" and self.frames < 1 or self.model != "i3d" and self.frames % 16:
-            raise ValueError(f"frames must be a positive multiple of 16 for {self.model} (HCN pools it "
+            raise ConfigError(f"frames must be a positive multiple of 16 for {self.model} (HCN pools it "
                              f"four times), got {self.frames}")
         object.__setattr__(self, "init_from", tuple(self.init_from))  # a list after a JSON round trip
         if self.i3d_checkpoint is not None and self.model == "hcn":
-            raise ValueError("--i3d-checkpoint needs a model with an RGB stream; hcn has none")
+            raise ConfigError("--i3d-checkpoint needs a model with an RGB stream; hcn has none")
         if self.sync_bn and not self.device.startswith("cuda"):
-            raise ValueError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
+            raise ConfigError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
         ClipSpec(frames=self.frames, crop=self.crop, flip=self.flip, normalize=self.normalize)
 
     @property

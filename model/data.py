@@ -31,6 +31,7 @@ process count or the step a run resumed at.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,8 +57,9 @@ from model.transforms import (
     window_positions,
     window_ratio,
 )
-from ntu_pipeline.errors import StoreFormatError
-from ntu_pipeline.store import STATUS_CODES, open_store, split_indices
+from ntu_pipeline.errors import ConfigError, StoreFormatError
+from ntu_pipeline.store import open_store, require_complete, split_indices
+from ntu_pipeline.store.splits import check_protocol, describe_left_out, usable_samples
 
 # Columns of `epoch_randoms`: uniforms in [0, 1) per sample and epoch.
 WINDOW_RATIO, WINDOW_START, CROP_SCALE, CROP_RATIO, CROP_X, CROP_Y, FLIP = range(7)
@@ -81,15 +83,15 @@ class ClipSpec:
 
     def __post_init__(self):
         if self.frames < 1:
-            raise ValueError(f"frames must be >= 1, got {self.frames}")
+            raise ConfigError(f"frames must be >= 1, got {self.frames}")
         if not (self.skeleton or self.rgb):
-            raise ValueError("a clip needs the skeleton, the RGB frames or both")
+            raise ConfigError("a clip needs the skeleton, the RGB frames or both")
         if self.crop < 1:
-            raise ValueError(f"crop must be >= 1, got {self.crop}")
+            raise ConfigError(f"crop must be >= 1, got {self.crop}")
         if not 0.0 <= self.flip <= 1.0:
-            raise ValueError(f"flip must be a probability in [0, 1], got {self.flip}")
+            raise ConfigError(f"flip must be a probability in [0, 1], got {self.flip}")
         if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+            raise ConfigError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,7 +111,7 @@ class SplitInfo:
     rgb_frames: int | None = None
     rgb_size: int | None = None
     rgb_all: bool = False
-    excluded_rgb: int = 0
+    left_out: dict[str, int] = dataclasses.field(default_factory=dict)  # "<stage> <status>" -> samples
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -117,46 +119,50 @@ class SplitInfo:
 
 def read_split(store: str | Path, protocol: str, part: str, need_rgb: bool = False,
                need_skeleton: bool = True) -> SplitInfo:
-    """The `part` ("train" or "test") of `protocol` in `store`, checked for training.
+    """The `part` ("train" or "test") of `protocol` in `store`: its samples a model can use.
 
-    Raises StoreFormatError, naming the store and the fix, for: an unknown format, a store without the
-    split, without skeletons when `need_skeleton`, without RGB frames when `need_rgb`, or an empty
-    part. With `need_rgb`, samples whose RGB failed (`rgb/status` not ok) are left out and counted in
-    `excluded_rgb`.
+    A split is protocol membership; the samples kept are those whose modalities the model needs are
+    usable (`ntu_pipeline.store.splits.usable_samples`: ok, or a missing-list skeleton with frames that
+    the split kept), the others counted by reason in `left_out`. Raises, naming the store and the fix,
+    for: an unknown format, a protocol of the other dataset, a store without the split, without the
+    skeleton or RGB stage a model needs or with that stage unfinished, or no usable sample in the part.
     """
     store = Path(store)
     group = open_store(store)
-    if need_skeleton and ("skeleton" not in group or "joints" not in group["skeleton"]):
-        raise StoreFormatError(f"{store} has no skeletons (skeleton/joints); prepare them with: "
+    check_protocol(group, protocol)
+    stages = (("skeleton",) if need_skeleton else ()) + (("rgb",) if need_rgb else ())
+    recorded = dict(group.attrs.get("stages", {}))
+    if need_skeleton and "skeleton" not in recorded:
+        raise StoreFormatError(f"{store} has no skeletons; prepare them with: "
                                f"ntu-prep extract --skeletons DIR [--videos DIR] --out {store}")
+    if need_rgb and "rgb" not in recorded:
+        raise StoreFormatError(f"{store} has no RGB frames; prepare them with: "
+                               f"ntu-prep extract --skeletons DIR --videos DIR --out {store}")
+    require_complete(group, stages)
     if protocol not in group["splits"]:
         raise StoreFormatError(f"{store} has no split {protocol!r}; make it with: "
                                f"ntu-prep split --protocol {protocol} {store}")
     train, test = split_indices(group, protocol)
-    indices = {"train": train, "test": test}[part].astype(np.int64)
-    rgb: dict = {}
-    excluded = 0
-    if need_rgb:
-        if "rgb" not in group or "frames" not in group["rgb"]:
-            raise StoreFormatError(f"{store} has no RGB frames (rgb/frames); prepare them with: "
-                                   f"ntu-prep extract --skeletons DIR --videos DIR --out {store}")
-        frames = group["rgb/frames"]
-        ok = group["rgb/status"][:][indices] == STATUS_CODES["ok"]
-        excluded = int((~ok).sum())
-        indices = indices[ok]
-        options = dict(group.attrs.get("stages", {}).get("rgb", {}).get("options", {}))
-        rgb = {"rgb_frames": int(frames.shape[1]), "rgb_size": int(frames.shape[2]),
-               "rgb_all": options.get("frames") == "all"}
+    keep_missing = bool(group["splits"][protocol].attrs.get("keep_missing", False))
+    members = {"train": train, "test": test}[part]
+    if len(members) == 0:
+        raise StoreFormatError(f"{store}: split {protocol}/{part} is empty")
+    indices, left_out = usable_samples(group, members, stages, keep_missing)
     if len(indices) == 0:
-        why = f" ({excluded} samples without RGB left out)" if excluded else ""
-        raise StoreFormatError(f"{store}: split {protocol}/{part} is empty{why}")
-    num_frames = group["samples/num_frames"][:][indices] if "num_frames" in group["samples"] \
-        else np.zeros(len(indices))
+        why = f" (left out: {describe_left_out(left_out)})" if left_out else ""
+        raise StoreFormatError(f"{store}: split {protocol}/{part} has no sample with a usable "
+                               f"{' and '.join(stages)}{why}")
+    rgb: dict = {}
+    if need_rgb:
+        frames = group["rgb/frames"]
+        rgb = {"rgb_frames": int(frames.shape[1]), "rgb_size": int(frames.shape[2]),
+               "rgb_all": recorded["rgb"]["options"].get("frames") == "all"}
+    num_frames = group["samples/num_frames"][:][indices] if "skeleton" in recorded else np.zeros(len(indices))
     return SplitInfo(
         store=store, protocol=protocol, part=part, indices=indices,
         labels=group["samples/label"][:][indices].astype(np.int64), num_frames=num_frames.astype(np.int64),
         class_names=tuple(group.attrs["class_names"]), dataset=str(group.attrs["dataset"]),
-        excluded_rgb=excluded, **rgb)
+        left_out=left_out, **rgb)
 
 
 # --- skeleton normalisation, batched (the maths of ntu_pipeline.skeleton.normalize) ------------------
@@ -303,9 +309,9 @@ class SplitData:
         self.info, self.spec, self.seed = info, spec, seed
         self.device, self.rank, self.world = torch.device(device), rank, world
         if spec.rgb and info.rgb_size is None:
-            raise ValueError(f"{info.store}: the clips need RGB frames: read the split with need_rgb=True")
+            raise ConfigError(f"{info.store}: the clips need RGB frames: read the split with need_rgb=True")
         if spec.rgb and spec.crop > info.rgb_size:
-            raise ValueError(f"--crop {spec.crop} is larger than the stored RGB frames of {info.store} "
+            raise ConfigError(f"--crop {spec.crop} is larger than the stored RGB frames of {info.store} "
                              f"({info.rgb_size} x {info.rgb_size})")
         self.labels = torch.from_numpy(info.labels).to(self.device)
         self.num_frames = torch.from_numpy(info.num_frames).to(self.device)

@@ -59,6 +59,7 @@ from model.data import SplitData, read_split
 from model.evaluate import classification_report, confusion_matrix, gather_predictions, predict, write_report
 from ntu_pipeline.errors import CheckpointError, NonFiniteLossError, TrainingError
 from ntu_pipeline.progress import ProgressBar
+from ntu_pipeline.store.splits import describe_left_out
 
 LOG_EVERY = 10  # steps between progress updates and loss checks (each one waits for the device)
 
@@ -195,8 +196,9 @@ def _fit(config: TrainConfig, resume: bool, procs: Processes, say, stream: TextI
     if state is not None:
         check_checkpoint_fits(state, run_dir / "last.pt", config.model, class_names)
     for info in (train_info, test_info):
-        if info.excluded_rgb:
-            say(f"{info.part}: {info.excluded_rgb} samples left out: their RGB failed (rgb/status)")
+        if info.left_out:
+            say(f"{info.part}: {sum(info.left_out.values())} samples left out "
+                f"({describe_left_out(info.left_out)})")
 
     torch.manual_seed(config.seed)  # the initial weights, the same in every process
     net = models.build(config.model, len(class_names), **config.model_options())

@@ -41,16 +41,32 @@ class VideoDecodeError(NTUPrepError):
         super().__init__(f"{where}: {reason}")
 
 
+class ConfigError(NTUPrepError, ValueError):
+    """An option or a combination of options that cannot work (raised when a config is built)."""
+
+
 class StoreFormatError(NTUPrepError):
     """A store whose format version or layout this version of the package does not know."""
+
+
+class IncompleteStoreError(NTUPrepError):
+    """A store whose stage (or whole extraction) has not finished: some rows are still pending."""
 
 
 class StoreWriteError(NTUPrepError):
     """The operating system refused a write into the store (the message names the file)."""
 
 
-class StoreLockedError(NTUPrepError):
+class LockedError(NTUPrepError):
+    """Another process holds a folder's write lock (a store, a run directory)."""
+
+
+class StoreLockedError(LockedError):
     """Another process holds the store's write lock."""
+
+
+class LeaseLostError(NTUPrepError):
+    """A worker's writer is gone (its lock was released or taken by another): it must not write."""
 
 
 class Interrupted(NTUPrepError):
@@ -59,6 +75,10 @@ class Interrupted(NTUPrepError):
 
 class TrainingError(NTUPrepError):
     """A run that cannot start or go on (the message says why and what to do)."""
+
+
+class RunLockedError(LockedError, TrainingError):
+    """Another `ntu-train fit` is writing the same run directory."""
 
 
 class CheckpointError(TrainingError, ValueError):

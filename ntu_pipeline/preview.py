@@ -18,7 +18,8 @@ import zarr
 
 from .errors import NTUPrepError
 from .sheet import ACTOR_COLOURS, BONES
-from .store.schema import STATUS_CODES, STATUS_NAMES, read_strings
+from .store.schema import read_strings, require_complete
+from .store.status import Status
 from .video.crop import project_to_crop
 
 DISPLAY_SIDE = 192  # tiles of smaller crops are enlarged to at least this
@@ -37,13 +38,25 @@ def skeleton_at_frames(group: zarr.Group, index: int, frames: np.ndarray) -> np.
     return out
 
 
+def _has_skeletons(group: zarr.Group) -> bool:
+    return "skeleton" in dict(group.attrs.get("stages", {}))
+
+
+def _require_rgb(group: zarr.Group) -> None:
+    if "rgb" not in dict(group.attrs.get("stages", {})):
+        raise NTUPrepError(f"{group.store.root}: this store has no RGB frames: extract with --videos first")
+    require_complete(group, ("skeleton", "rgb"))
+
+
 def first_complete_sample(group: zarr.Group) -> str:
-    """The name of the first sample whose skeleton and RGB are both ok."""
-    if "rgb/status" not in group:
-        raise NTUPrepError("this store has no RGB frames: extract with --videos first")
-    ok = (group["samples/status"][:] == STATUS_CODES["ok"]) & (group["rgb/status"][:] == STATUS_CODES["ok"])
+    """The name of the first sample whose RGB is ok, and its skeleton too where the store has skeletons."""
+    _require_rgb(group)
+    ok = group["rgb/status"][:] == Status.OK
+    if _has_skeletons(group):
+        ok &= group["samples/status"][:] == Status.OK
     if not ok.any():
-        raise NTUPrepError("no sample has both its skeleton and its RGB ok")
+        raise NTUPrepError("no sample has both its skeleton and its RGB ok" if _has_skeletons(group) else
+                           "no sample has its RGB ok")
     return str(group["samples/name"][int(ok.argmax())])
 
 
@@ -66,22 +79,22 @@ def draw_frame(frame: np.ndarray, joints_xy: np.ndarray, caption: str) -> np.nda
 
 
 def preview_image(group: zarr.Group, name: str, columns: int = 8) -> np.ndarray:
-    """The preview of sample `name` as a BGR image."""
-    if "rgb/frames" not in group:
-        raise NTUPrepError("this store has no RGB frames: extract with --videos first")
+    """The preview of sample `name` as a BGR image (the skeleton drawn where the store has one)."""
+    _require_rgb(group)
     names = read_strings(group["samples/name"])
     if name not in names:
         raise NTUPrepError(f"{name}: no such sample in this store")
     index = names.index(name)
-    status = int(group["rgb/status"][index])
-    if status != STATUS_CODES["ok"]:
-        reason = str(group["rgb/error"][index]) or STATUS_NAMES[status]
-        raise NTUPrepError(f"{name}: no RGB frames stored ({STATUS_NAMES[status]}: {reason})")
+    status = Status(int(group["rgb/status"][index]))
+    if status != Status.OK:
+        reason = str(group["rgb/error"][index]) or status.label
+        raise NTUPrepError(f"{name}: no RGB frames stored ({status.label}: {reason})")
     frame_index = group["rgb/frame_index"][index]
     kept = np.flatnonzero(frame_index >= 0)
     frames = group["rgb/frames"][index]
     size = frames.shape[1]
-    color = skeleton_at_frames(group, index, frame_index[kept])
+    color = skeleton_at_frames(group, index, frame_index[kept]) if _has_skeletons(group) else \
+        np.zeros((len(kept), 2, 25, 2), np.float32)
     xy = project_to_crop(color, group["rgb/crop_box"][index], tuple(group["rgb/video_size"][index]), size)
     tiles = [draw_frame(frames[k], xy[i], f"frame {frame_index[k]}") for i, k in enumerate(kept)]
     rows = -(-len(tiles) // columns)

@@ -15,7 +15,9 @@ import cv2
 import numpy as np
 import zarr
 
-from .store.schema import STATUS_NAMES, read_sample
+from .errors import NTUPrepError
+from .store.schema import read_sample, require_complete
+from .store.status import Status
 
 # NTU's 24 bones, 0-based joint pairs (the Kinect v2 skeleton).
 BONES = (
@@ -61,7 +63,7 @@ def contact_sheet(group: zarr.Group, indices: list[int], columns: int = 8) -> np
         sample = read_sample(group, index)
         label = sample["label"]
         caption = f"{sample['name']}\n{class_names[label] if label < len(class_names) else label}"
-        if sample["status"] != STATUS_NAMES[0]:
+        if sample["status"] != Status.OK.label:
             caption = f"{sample['name']}\n{sample['status']}"
         tiles.append(draw_tile(sample["joints"], caption))
     rows = -(-len(tiles) // columns)
@@ -73,11 +75,14 @@ def contact_sheet(group: zarr.Group, indices: list[int], columns: int = 8) -> np
 
 def write_contact_sheet(group: zarr.Group, out: Path, num_samples: int = 48, columns: int = 8) -> list[int]:
     """Write a PNG of up to num_samples samples spread evenly over the store; returns their indices."""
+    if "skeleton" not in dict(group.attrs.get("stages", {})):
+        raise NTUPrepError(f"{group.store.root}: this store has no skeletons: extract with --skeletons first")
+    require_complete(group, ("skeleton",))
+    if num_samples < 1 or columns < 1:
+        raise NTUPrepError(f"--samples and --columns must be >= 1, got {num_samples} and {columns}")
     n = group["samples/name"].shape[0]
-    if n == 0:
-        raise ValueError("the store holds no sample")
     indices = sorted(set(np.linspace(0, n - 1, min(num_samples, n)).round().astype(int).tolist()))
     image = contact_sheet(group, indices, columns)
     if not cv2.imwrite(str(out), image):
-        raise OSError(f"{out}: could not write the image")
+        raise NTUPrepError(f"{out}: could not write the image (a missing folder, or not a .png name?)")
     return indices

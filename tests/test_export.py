@@ -31,7 +31,7 @@ from ntu_pipeline.manifests import get_protocol, missing_samples
 from ntu_pipeline.sample_id import SampleId
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import STATUS_CODES, open_store, read_strings
-from ntu_pipeline.store.splits import compute_split, make_split
+from ntu_pipeline.store.splits import compute_split, make_split, usable_samples
 from ntu_pipeline.synth.corpus import write_corpus
 
 MISSING_NAME = sorted(missing_samples("ntu60"))[0]
@@ -146,10 +146,15 @@ def table(path: Path) -> tuple[zarr.Group, list[str], np.ndarray, np.ndarray, np
 
 
 def split_of(group: zarr.Group, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of a split an export holds: its members with a usable skeleton (a split is membership;
+    failed samples are in it, and left out of every export)."""
     if protocol in group["splits"]:
-        return group[f"splits/{protocol}/train"][:], group[f"splits/{protocol}/test"][:]
-    result = compute_split(group, protocol)
-    return result.train, result.test
+        train, test = group[f"splits/{protocol}/train"][:], group[f"splits/{protocol}/test"][:]
+        keep = bool(group[f"splits/{protocol}"].attrs["keep_missing"])
+    else:
+        result = compute_split(group, protocol)
+        train, test, keep = result.train, result.test, False
+    return tuple(usable_samples(group, half, ("skeleton",), keep)[0] for half in (train, test))
 
 
 # --- PYSKL ----------------------------------------------------------------------------------------------

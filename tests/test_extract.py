@@ -22,8 +22,8 @@ from ntu_pipeline.skeleton.actors import motion
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.stages.skeleton import prepare_skeleton
 from ntu_pipeline.stages.stage import SampleEntry
-from ntu_pipeline.store import MAX_FRAMES, STATUS_CODES, open_store, read_sample, read_strings, verify_store
-from ntu_pipeline.store.splits import make_split
+from ntu_pipeline.store import MAX_FRAMES, Status, open_store, read_sample, read_strings, verify_store
+from ntu_pipeline.store.splits import make_split, usable_samples
 from ntu_pipeline.synth.corpus import write_corpus
 
 MISSING_NAME = sorted(missing_samples("ntu60"))[0]
@@ -48,7 +48,9 @@ def test_store_follows_the_documented_schema(serial_store, corpus):
     attrs = group.attrs
     assert attrs["format"] == "ntu-prep/2" and attrs["dataset"] == "ntu60" and attrs["state"] == "complete"
     stage = attrs["stages"]["skeleton"]
-    assert stage["counts"] == {"ok": 40, "missing_skeleton": 0, "failed": 0, "absent": 0}
+    assert stage["counts"] == {"pending": 0, "ok": 40, "missing_skeleton": 0, "failed": 0, "absent": 0}
+    assert attrs["status_codes"] == {"pending": -1, "ok": 0, "missing_skeleton": 1, "failed": 2, "absent": 3}
+    assert group["samples/status"].fill_value == -1  # a row no task wrote reads as pending, never ok
     assert attrs["max_frames"] == MAX_FRAMES and stage["shard_size"] == 8 and stage["state"] == "complete"
     assert Path(stage["source"]["folder"]).is_absolute() and stage["source"]["num_files"] == 40
     names = read_strings(group["samples/name"])
@@ -102,7 +104,7 @@ def test_failures_are_recorded_with_their_reason_and_the_rest_finishes(corpus, t
     summary = extract(ExtractConfig(skeletons=raw, out=tmp_path / "s.zarr", dataset="ntu60", shard_size=8,
                                     progress=False))
     (stage,) = summary.stages
-    assert stage.counts == {"ok": 39, "missing_skeleton": 1, "failed": 2, "absent": 0}
+    assert stage.counts == {"pending": 0, "ok": 39, "missing_skeleton": 1, "failed": 2, "absent": 0}
     failures = dict(stage.failures)
     broken = SampleId.from_path(files[3]).name
     assert str(files[3]) in failures[broken] and "expected" in failures[broken]
@@ -112,14 +114,23 @@ def test_failures_are_recorded_with_their_reason_and_the_rest_finishes(corpus, t
     names = read_strings(group["samples/name"])
     errors = read_strings(group["samples/error"])
     assert errors[names.index(broken)] == failures[broken]
-    assert group["samples/status"][names.index(MISSING_NAME)] == STATUS_CODES["missing_skeleton"]
+    assert group["samples/status"][names.index(MISSING_NAME)] == Status.MISSING_SKELETON
     assert group["samples/num_frames"][names.index(MISSING_NAME)] > 0  # its data is kept, for --keep-missing
     assert verify_store(group) == []
 
+    # a split is membership: failed samples stay in it, the official missing list is left out by default
     without = make_split(open_store(tmp_path / "s.zarr", mode="r+"), "xsub")
     with_missing = make_split(open_store(tmp_path / "s.zarr", mode="r+"), "xsub", keep_missing=True)
-    assert without.excluded_failed == 2 and without.excluded_missing == 1
-    assert len(with_missing.train) + len(with_missing.test) == len(without.train) + len(without.test) + 1
+    assert without.excluded_missing == 1 and without.modalities["skeleton"] == {"ok": 39, "failed": 2}
+    assert len(without.train) + len(without.test) == 41
+    assert len(with_missing.train) + len(with_missing.test) == 42
+    # and a skeleton consumer takes the ok ones, the missing-list one too where the split kept it
+    both = np.concatenate([without.train, without.test])
+    kept, left_out = usable_samples(group, both, ("skeleton",))
+    assert len(kept) == 39 and left_out == {"skeleton failed": 2}
+    kept, _ = usable_samples(group, np.concatenate([with_missing.train, with_missing.test]), ("skeleton",),
+                             keep_missing=True)
+    assert len(kept) == 40 and names.index(MISSING_NAME) in kept
 
 
 def test_parallel_loky_run_gives_the_same_store(corpus, serial_store, tmp_path):

@@ -19,8 +19,6 @@ bench/export_memory.py measures it; tests/test_export.py checks it on 2,000 samp
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +27,10 @@ import numpy as np
 import zarr
 
 from .. import __version__
-from ..errors import NTUPrepError
+from ..atomic import atomic_path
+from ..errors import ConfigError, NTUPrepError
 from ..manifests import get_protocol, protocols
-from ..store import STATUS_CODES, open_store, read_strings, split_indices
+from ..store import Status, open_store, read_strings, require_complete, split_indices
 from ..store.splits import compute_split
 
 EXPORT_FORMATS = ("pyskl", "ctrgcn", "hdf5")
@@ -58,15 +57,17 @@ class ExportConfig:
         object.__setattr__(self, "store", Path(self.store))
         object.__setattr__(self, "out", Path(self.out))
         if self.format not in EXPORT_FORMATS:
-            raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {self.format!r}")
-        for name in self.protocols:
-            get_protocol(name)  # raises ValueError naming the known protocols
+            raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {self.format!r}")
+        known = protocols()
+        unknown = [name for name in self.protocols if name not in known]
+        if unknown:
+            raise ConfigError(f"unknown protocol {unknown[0]!r}; known: {', '.join(known)}")
         if len(set(self.protocols)) != len(self.protocols):
-            raise ValueError(f"a protocol is named twice: {', '.join(self.protocols)}")
+            raise ConfigError(f"a protocol is named twice: {', '.join(self.protocols)}")
         if self.format == "hdf5" and self.protocols:
-            raise ValueError("--protocol does not apply to --format hdf5: it copies every stored split")
+            raise ConfigError("--protocol does not apply to --format hdf5: it copies every stored split")
         if self.format != "hdf5" and not self.rgb:
-            raise ValueError(f"--no-rgb applies to --format hdf5 only; {self.format} holds no RGB")
+            raise ConfigError(f"--no-rgb applies to --format hdf5 only; {self.format} holds no RGB")
 
     def options(self) -> dict:
         """What shaped the export's content (recorded in its metadata)."""
@@ -110,18 +111,17 @@ class ExportSplit:
 
 
 def open_for_export(path: Path) -> zarr.Group:
-    """The store, opened read-only; refuses one whose extraction has not finished."""
+    """The store, opened read-only; refuses one whose extraction has not finished (every stage: an
+    hdf5 export copies them all, and a half-written stage is never exported)."""
     group = open_store(path)
-    state = group.attrs.get("state")
-    if state != "complete":
-        raise NTUPrepError(f"{path}: the store is not complete (state {state!r}); finish it with the same "
-                           "`ntu-prep extract` command first")
+    require_complete(group)
     return group
 
 
 def require_skeletons(group: zarr.Group, path: Path) -> None:
-    if "skeleton" not in group or "joints" not in group["skeleton"]:
-        raise NTUPrepError(f"{path}: the store has no skeleton/joints (was the skeleton stage run?)")
+    if "skeleton" not in dict(group.attrs.get("stages", {})):
+        raise NTUPrepError(f"{path}: the store has no skeletons; prepare them with: ntu-prep extract "
+                           f"--skeletons DIR --out {path}")
 
 
 def dataset_protocols(dataset: str) -> tuple[str, ...]:
@@ -161,7 +161,7 @@ class SampleTable:
     names: list[str]
     label: np.ndarray  # (N,) int
     num_frames: np.ndarray  # (N,) int
-    status: np.ndarray  # (N,) int8, STATUS_CODES
+    status: np.ndarray  # (N,) int8, Status codes
 
     @classmethod
     def read(cls, group: zarr.Group) -> SampleTable:
@@ -172,11 +172,9 @@ class SampleTable:
     def exportable(self, indices: np.ndarray) -> tuple[np.ndarray, list[tuple[str, str]]]:
         """The indices whose skeleton can be exported (ok, or missing_skeleton a split kept, with frames),
         and (name, reason) for the others."""
-        usable = (self.status[indices] == STATUS_CODES["ok"]) | (
-            self.status[indices] == STATUS_CODES["missing_skeleton"])
+        usable = (self.status[indices] == Status.OK) | (self.status[indices] == Status.MISSING_SKELETON)
         usable &= self.num_frames[indices] > 0
-        code_names = {code: name for name, code in STATUS_CODES.items()}
-        left_out = [(self.names[i], f"skeleton status {code_names.get(int(self.status[i]), self.status[i])}, "
+        left_out = [(self.names[i], f"skeleton status {Status(int(self.status[i])).label}, "
                                     f"{int(self.num_frames[i])} frames")
                     for i in indices[~usable]]
         return indices[usable], left_out
@@ -213,25 +211,13 @@ def check_targets(targets: list[Path], overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_output(target: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path next to `target`; on success it replaces `target` in one rename.
-
-    On an error the temporary file is removed and `target` is untouched.
-    """
+    """Yield a temporary path next to `target` (`atomic.atomic_path`); on success it replaces `target`
+    in one rename, on an error it is removed and `target` is untouched."""
     target = Path(target)
     check_targets([target], overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes it 0600; the export gets a plain file's mode
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        yield tmp
 
 
 def read_runs(indices: np.ndarray, shard_size: int, max_rows: int) -> Iterator[tuple[int, int]]:

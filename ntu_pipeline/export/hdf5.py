@@ -36,6 +36,7 @@ by a block.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -44,6 +45,7 @@ import h5py
 import numpy as np
 import zarr
 
+from ..errors import NTUPrepError
 from ..progress import ProgressBar
 from .common import (
     BLOCK_BYTES,
@@ -131,8 +133,9 @@ def block_rows(array: zarr.Array) -> int:
 
 
 def copy_array(array: zarr.Array, target: h5py.Group, name: str, num_samples: int,
-               advance) -> h5py.Dataset:
-    """Copy one zarr array into `target[name]`, block by block; returns the dataset."""
+               advance, check=lambda: None) -> h5py.Dataset:
+    """Copy one zarr array into `target[name]`, block by block; returns the dataset. `check()` runs
+    after each block (GuardedFile.check: stop once a write failed)."""
     dtype = h5py.string_dtype("utf-8") if is_string(array) else array.dtype
     dataset = target.create_dataset(name, shape=array.shape, dtype=dtype, **h5_layout(array, num_samples))
     dataset.attrs.update(h5_attrs(array.attrs))
@@ -145,7 +148,41 @@ def copy_array(array: zarr.Array, target: h5py.Group, name: str, num_samples: in
         block = read_rows(array, lo, lo + step)
         dataset[lo:lo + len(block)] = np.asarray(block, dtype=object) if is_string(array) else block
         advance(len(block))
+        check()
     return dataset
+
+
+class GuardedFile(io.FileIO):
+    """The file HDF5 writes through (h5py's fileobj driver), keeping the first OS error instead of
+    passing it on.
+
+    HDF5 does not survive a failed write: every later flush fails again, h5py reports each failure as an
+    'Exception ignored' traceback while objects are freed, and the interpreter crashes at exit. So a
+    write the OS refuses (a full disk, a file-size limit) is remembered in `error` and pretended done;
+    the copy stops at the next block, HDF5 closes its file normally, and the caller raises the error.
+    """
+
+    error: OSError | None = None
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                return super().write(data)
+            except OSError as err:
+                self.error = err
+        return len(memoryview(data))
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return super().truncate(size)
+            except OSError as err:
+                self.error = err
+        return self.tell() if size is None else size
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def write_hdf5(config: ExportConfig) -> ExportSummary:
@@ -159,17 +196,24 @@ def write_hdf5(config: ExportConfig) -> ExportSummary:
     total_rows = sum(node.shape[0] if node.ndim else 1 for _, node in arrays)
     record = export_record(group, config, left_out_arrays=skipped)
 
-    with atomic_output(config.out, config.overwrite) as tmp, h5py.File(tmp, "w") as f, ProgressBar(
-            total_rows, "rows", "export hdf5", enabled=config.progress) as bar:
-        f.attrs.update(h5_attrs({**dict(group.attrs), "export": record}))
-        for path, node in nodes:
-            if path in skipped:
-                continue
-            if isinstance(node, zarr.Group):
-                f.create_group(path).attrs.update(h5_attrs(node.attrs))
-            else:
-                parent, _, name = path.rpartition("/")
-                copy_array(node, f[parent] if parent else f, name, num_samples, bar.advance)
+    try:
+        with atomic_output(config.out, config.overwrite) as tmp, GuardedFile(tmp, "w+") as raw, \
+                h5py.File(raw, "w") as f, ProgressBar(total_rows, "rows", "export hdf5",
+                                                      enabled=config.progress) as bar:
+            f.attrs.update(h5_attrs({**dict(group.attrs), "export": record}))
+            for path, node in nodes:
+                if path in skipped:
+                    continue
+                if isinstance(node, zarr.Group):
+                    f.create_group(path).attrs.update(h5_attrs(node.attrs))
+                else:
+                    parent, _, name = path.rpartition("/")
+                    copy_array(node, f[parent] if parent else f, name, num_samples, bar.advance, raw.check)
+            f.close()
+            raw.check()  # the writes of the close itself
+    except OSError as err:  # the file system refused (full, over a size limit): one line, nothing left
+        reason = err.strerror or str(err)
+        raise NTUPrepError(f"{config.out}: cannot write the HDF5 file: {reason}") from None
     what = f"{num_samples} samples, {len(arrays)} arrays"
     return ExportSummary("hdf5", {config.out: what}, left_out=[(p, "--no-rgb") for p in skipped],
                          seconds=time.monotonic() - started)

@@ -24,7 +24,9 @@ import cv2
 import numpy as np
 import zarr
 
-from ..store.schema import MAX_FRAMES, STATUS_CODES, STATUS_NAMES, ArraySpec
+from ..errors import ConfigError
+from ..store.schema import MAX_FRAMES, ArraySpec, status_column
+from ..store.status import Status
 from ..video.crop import person_crop_box
 from ..video.decode import decode_clip
 from .stage import Prepared, SampleEntry, Stage
@@ -33,12 +35,13 @@ from .stage import Prepared, SampleEntry, Stage
 def rgb_arrays(frames: int | None, size: int, codec: str, quality: int) -> tuple[ArraySpec, ...]:
     t = MAX_FRAMES if frames is None else frames
     return (
-        ArraySpec("rgb/frames", (t, size, size, 3), "uint8", "frame", codec, quality=quality),
+        ArraySpec("rgb/frames", (t, size, size, 3), "uint8", "frame", "jpeg" if codec == "jpeg" else "blosc",
+                  quality=quality),
         ArraySpec("rgb/frame_index", (t,), "int32", "table", fill=-1),
         ArraySpec("rgb/crop_box", (4,), "float32", "table"),
         ArraySpec("rgb/video_size", (2,), "int32", "table"),
         ArraySpec("rgb/num_source_frames", (), "int32", "table"),
-        ArraySpec("rgb/status", (), "int8", "table"),
+        status_column("rgb/status"),
         ArraySpec("rgb/error", (), str, "table", fill=""),
         ArraySpec("rgb/note", (), str, "table", fill=""),
     )
@@ -49,9 +52,9 @@ def skeleton_box(group: zarr.Group, index: int) -> tuple[np.ndarray | None, str]
     why (decode_clip then crops the fallback box and says so)."""
     if "skeleton" not in dict(group.attrs.get("stages", {})):
         return None, "no skeleton input"
-    status = int(group["samples/status"][index])
-    if status not in (STATUS_CODES["ok"], STATUS_CODES["missing_skeleton"]):
-        return None, f"skeleton {STATUS_NAMES[status]}"
+    status = Status(int(group["samples/status"][index]))
+    if status not in (Status.OK, Status.MISSING_SKELETON):
+        return None, f"skeleton {status.label}"
     n = int(group["samples/num_frames"][index])
     box = person_crop_box(group["skeleton/color_xy"][index, :n])
     return box, "" if box is not None else "no skeleton joint inside the frame"
@@ -80,12 +83,24 @@ def prepare_rgb(entry: SampleEntry, group: zarr.Group, frames: int | None, size:
     }, "; ".join(notes))
 
 
+RGB_CODECS = ("jpeg", "lz4")
+
+
+def check_rgb_options(frames: int | None, size: int, quality: int, codec: str) -> None:
+    """ConfigError for options the stage cannot honour (checked before any work is done)."""
+    if frames is not None and not 1 <= frames <= MAX_FRAMES:
+        raise ConfigError(f"--frames must be 1..{MAX_FRAMES} or 'all', got {frames}")
+    if size < 16 or size % 2:
+        raise ConfigError(f"--size must be an even number >= 16, got {size}")
+    if not 1 <= quality <= 100:
+        raise ConfigError(f"--quality must be 1..100, got {quality}")
+    if codec not in RGB_CODECS:
+        raise ConfigError(f"--rgb-codec must be one of {RGB_CODECS}, got {codec!r}")
+
+
 def rgb_stage(frames: int | None = 32, size: int = 256, quality: int = 90, codec: str = "jpeg",
               shard_size: int = 16) -> Stage:
-    if frames is not None and not 1 <= frames <= MAX_FRAMES:
-        raise ValueError(f"--frames must be 1..{MAX_FRAMES} or 'all', got {frames}")
-    if size < 16 or size % 2:
-        raise ValueError(f"--size must be even and >= 16, got {size}")
+    check_rgb_options(frames, size, quality, codec)
     options = {"frames": "all" if frames is None else frames, "size": size,
                "codec": {"jpeg": {"name": "jpeg", "quality": quality, "subsampling": "420"},
                          "lz4": {"name": "blosc", "cname": "lz4", "shuffle": "shuffle"}}[codec],

@@ -5,25 +5,25 @@ Usage:
                                     out=Path("ntu60.zarr")))
     print(summary.describe())
 
-How it runs: the inputs are discovered (recursively) and the sample table is the sorted union of their
-sample names (or, on an existing store, the table it has). Each stage (`Stage`: the skeleton stage,
-then the RGB stage, which crops around the stored skeleton) owns arrays it declares; its sample i
+How it runs: the inputs are discovered (`inputs.py`: recursively, links followed) and the sample table
+is the sorted union of their sample names (or, on an existing store, the table it has). Each stage
+(`Stage`: the skeleton stage, then the RGB stage, which crops around the stored skeleton) owns arrays
+it declares; its sample i
 belongs to shard i // shard_size, and one task per shard prepares those samples, writes that shard's
 files and nothing else, records each file's size and crc32c, then marks the shard done. A rerun on the
 same input and options skips the shards marked done whose files are intact and re-prepares the rest,
 so an interrupted run (Ctrl-C, kill -9) or a damaged file ends in a store identical to an
 uninterrupted run's. Tasks run in this process, on loky processes, or on a dask.distributed cluster
-(whose workers must see the input and the store at the same absolute paths). The whole run holds the
-store's write lock (`store/lock.py`).
+(`backends.py`; a cluster's workers must see the input and the store at the same absolute paths). The
+whole run holds the store's write lock (`store/lock.py`), and its tasks carry the lock's lease: a worker
+whose run was killed writes nothing more. A stage is recorded `extracting` from the moment this run
+works on it, and `complete` only once every shard is written (`store/status.py`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import hashlib
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,28 +31,28 @@ import numpy as np
 import zarr
 
 from .. import __version__
-from ..errors import NTUPrepError, SampleNameError, StoreFormatError
-from ..manifests import DATASETS, MAX_SETUP, NUM_CLASSES, all_samples, class_names, missing_samples
+from ..atomic import remove_partials
+from ..errors import ConfigError, NTUPrepError, StoreFormatError
+from ..manifests import DATASETS, all_samples, class_names, missing_samples
 from ..progress import ProgressBar
-from ..sample_id import SampleId
-from ..store.lock import store_lock
+from ..store.lock import Lease, store_lock
 from ..store.schema import (
     MAX_FRAMES,
-    STATUS_CODES,
     clear_store_folder,
     create_stage_arrays,
     create_store,
-    damaged_shards,
     is_store,
     meta_columns,
     open_store,
     read_strings,
     stage_info,
 )
-from .interrupt import check_interrupt, children_ignore_interrupts, deferred_interrupts, ignore_interrupts
-from .stage import SampleEntry, ShardTask, Stage, write_shard
-
-BACKENDS = ("loky", "dask")
+from ..store.status import STATUS_CODES, State, Status, status_counts
+from ..store.verify import damaged_shards
+from .backends import BACKENDS, run_tasks
+from .inputs import check_out, discover, infer_dataset, input_digest, outside_dataset
+from .interrupt import deferred_interrupts
+from .stage import SampleEntry, ShardTask, Stage
 
 
 @dataclass
@@ -128,67 +128,22 @@ class ExtractConfig:
 
     def __post_init__(self):
         if self.skeletons is None and self.videos is None:
-            raise ValueError("give --skeletons, --videos or both")
+            raise ConfigError("give --skeletons, --videos or both")
         if self.dataset is not None and self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, not {self.dataset!r}")
+            raise ConfigError(f"dataset must be one of {DATASETS}, not {self.dataset!r}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
+            raise ConfigError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
         if self.jobs < 1 or self.shard_size < 1 or self.rgb_shard_size < 1:
-            raise ValueError("jobs and shard sizes must be >= 1")
+            raise ConfigError("jobs and shard sizes must be >= 1")
         if self.scheduler and self.backend != "dask":
-            raise ValueError("--scheduler needs --backend dask")
+            raise ConfigError("--scheduler needs --backend dask")
+        if self.videos is not None:
+            from .rgb import check_rgb_options
+
+            check_rgb_options(self.rgb_frames, self.rgb_size, self.rgb_quality, self.rgb_codec)
 
 
-# ---- inputs, identity, store --------------------------------------------------------------------
-
-def discover(root: Path, suffix: str) -> tuple[dict[str, Path], list[tuple[str, str]]]:
-    """Sample name -> absolute file for every `*<suffix>` under root, and the files left out with why."""
-    found: dict[str, list[Path]] = {}
-    ignored = []
-    for path in sorted(root.resolve().rglob(f"*{suffix}")):
-        try:
-            found.setdefault(SampleId.from_path(path).name, []).append(path)
-        except SampleNameError as err:
-            ignored.append((str(path), f"not an NTU sample name: {err}"))
-    chosen = {}
-    for name, paths in found.items():
-        chosen[name] = paths[0]
-        for extra in paths[1:]:
-            ignored.append((str(extra), f"duplicate of {paths[0]} (the first in sorted order is used)"))
-    return chosen, ignored
-
-
-def infer_dataset(names: list[str]) -> str:
-    ids = [SampleId.parse(n) for n in names]
-    big = any(s.setup > MAX_SETUP["ntu60"] or s.action > NUM_CLASSES["ntu60"] for s in ids)
-    return "ntu120" if big else "ntu60"
-
-
-def input_digest(files: dict[str, Path], root: Path) -> str:
-    """A digest of the input: names, paths relative to the input folder, sizes and modification times.
-
-    So a file changed in place is new input, and a moved input folder is the same input."""
-    h = hashlib.sha256()
-    base = root.resolve()
-    for name, path in sorted(files.items()):
-        stat = path.stat()
-        h.update(f"{name}\t{path.relative_to(base).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def _check_out(out: Path, inputs: list[Path], overwrite: bool) -> None:
-    """Refuse an --out that is inside an input, or a folder that is not ours (whatever the flags)."""
-    target = out.resolve()
-    for folder in inputs:
-        if target == folder.resolve() or target.is_relative_to(folder.resolve()):
-            raise NTUPrepError(f"--out {out} is inside the input folder {folder}; choose a folder outside it")
-    if target.exists() and not target.is_dir():
-        raise NTUPrepError(f"--out {out} is a file, not a folder")
-    contents = list(target.iterdir()) if target.is_dir() else []
-    if contents and not is_store(target):
-        raise NTUPrepError(f"--out {out} is a folder with other files in it, not an ntu-prep store; "
-                           "choose a new or empty folder (nothing was changed)")
-
+# ---- the store ---------------------------------------------------------------------------------
 
 def _open_or_create(config: ExtractConfig, names: list[str], attrs: dict,
                     say: Callable[[str], None]) -> tuple[zarr.Group, bool]:
@@ -198,13 +153,13 @@ def _open_or_create(config: ExtractConfig, names: list[str], attrs: dict,
         say(f"replacing the store {out} (--overwrite)")
         clear_store_folder(out)
     elif contents:
-        group = open_store(out, mode="r+")
-        if group.attrs.get("state") != "creating":  # else a kill interrupted its creation: start again
+        group = open_store(out, mode="r+", check=False)
+        if group.attrs.get("state") != State.CREATING:  # else a kill interrupted its creation: start again
             if config.dataset and group.attrs["dataset"] != config.dataset:
                 raise StoreFormatError(f"{out} holds {group.attrs['dataset']}, not {config.dataset}; "
                                        "choose another --out, or pass --overwrite to replace it")
-            for partial in out.rglob("*.partial"):  # left by a write that a kill interrupted
-                partial.unlink()
+            open_store(out, check=True)  # refuses a store missing arrays it recorded
+            remove_partials(out)  # left by writes that a kill interrupted
             return group, True
         clear_store_folder(out)
     return create_store(out, names, attrs), False
@@ -223,69 +178,7 @@ def _repair_meta(group: zarr.Group, say: Callable[[str], None]) -> None:
             array[:] = values
 
 
-# ---- running tasks ------------------------------------------------------------------------------
-
-def _run_tasks(tasks: list[ShardTask], config: ExtractConfig) -> Iterator[dict[str, int]]:
-    if not tasks:
-        return
-    if config.backend == "dask":
-        yield from _run_dask(tasks, config)
-    elif config.jobs == 1:
-        for task in tasks:
-            yield write_shard(task)
-    else:
-        yield from _run_loky(tasks, config)
-
-
-def _run_loky(tasks: list[ShardTask], config: ExtractConfig) -> Iterator[dict[str, int]]:
-    """At most 2 tasks per worker in flight, so that Ctrl-C waits only for the shards being written."""
-    from joblib.externals.loky import get_reusable_executor
-
-    with children_ignore_interrupts():  # workers start with SIGINT ignored; the parent decides
-        executor = get_reusable_executor(max_workers=config.jobs, initializer=ignore_interrupts)
-    queue, running = list(reversed(tasks)), set()
-    try:
-        while queue or running:
-            while queue and len(running) < 2 * config.jobs:
-                running.add(executor.submit(write_shard, queue.pop()))
-            check_interrupt()
-            finished, running = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
-    finally:
-        for future in running:
-            future.cancel()  # those not started; the workers finish the shards they are writing
-        cf.wait(running)
-
-
-def _run_dask(tasks: list[ShardTask], config: ExtractConfig) -> Iterator[dict[str, int]]:
-    from distributed import Client, LocalCluster, wait
-
-    with children_ignore_interrupts():
-        if config.scheduler:
-            client, cluster = Client(config.scheduler), None
-        else:
-            cluster = LocalCluster(n_workers=config.jobs, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.CRITICAL)
-            client = Client(cluster)
-    running = set(client.map(write_shard, tasks, pure=False))
-    try:
-        while running:
-            check_interrupt()
-            try:
-                result = wait(list(running), timeout=0.2, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                continue
-            running = set(result.not_done)
-            for future in result.done:
-                yield future.result()
-    finally:
-        if running:
-            client.cancel(list(running))
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
+# ---- the stages --------------------------------------------------------------------------------
 
 def warm_parser(say: Callable[[str], None]) -> None:
     """Load the compiled skeleton parser here, compiling it first if this install never has."""
@@ -296,31 +189,26 @@ def warm_parser(say: Callable[[str], None]) -> None:
     parse_skeleton_bytes(b"0\n", "warm-up")
 
 
-def _run_stage(group: zarr.Group, stage: Stage, names: list[str], files: dict[str, Path], folder: Path,
-               config: ExtractConfig, dataset: str, say: Callable[[str], None]) -> StageSummary:
-    source = {"folder": str(folder.resolve()), "num_files": len(files), "digest": input_digest(files, folder)}
-    info = stage_info(group, stage.name)
-    if info is None:
-        create_stage_arrays(group, stage.arrays, stage.shard_size, stage.done, stage.digest)
-        group.attrs["stages"] = {**group.attrs["stages"], stage.name: stage.record(source)}
-    else:
-        for key, want in (("options", stage.options), ("shard_size", stage.shard_size)):
-            if info[key] != want:
-                raise StoreFormatError(
-                    f"{config.out}: its {stage.name} arrays were made with other options ({key}: {info[key]} "
-                    f"here, {want} now); choose another --out, or pass --overwrite to replace the store")
-        if info["source"]["digest"] != source["digest"]:
+def _set_stage(group: zarr.Group, name: str, **changes) -> None:
+    group.attrs["stages"] = {**group.attrs["stages"], name: {**group.attrs["stages"][name], **changes}}
+
+
+def _check_stage(config: ExtractConfig, stage: Stage, info: dict, source: dict) -> None:
+    """Refuse to resume a stage made with other options or from other input."""
+    for key, want in (("options", stage.options), ("shard_size", stage.shard_size)):
+        if info[key] != want:
             raise StoreFormatError(
-                f"{config.out}: its {stage.name} arrays were made from other {stage.input_kind} (the "
-                f"files, their sizes or times differ from {info['source']['folder']}); choose another "
-                "--out, or pass --overwrite to replace the store")
-    damaged = sorted({shard for shard, _, _ in damaged_shards(group, stage.name)})
-    if damaged:
-        say(f"{stage.name}: re-preparing {len(damaged)} damaged shard(s): {damaged[:10]}")
-        for shard in damaged:
-            group[stage.done][shard] = 0
-    done = group[stage.done][:]
-    missing = missing_samples(dataset) if stage.name == "skeleton" else frozenset()
+                f"{config.out}: its {stage.name} arrays were made with other options ({key}: {info[key]} "
+                f"here, {want} now); choose another --out, or pass --overwrite to replace the store")
+    if info["source"]["digest"] != source["digest"]:
+        raise StoreFormatError(
+            f"{config.out}: its {stage.name} arrays were made from other {stage.input_kind} (the "
+            f"files, their sizes or times differ from {info['source']['folder']}); choose another "
+            "--out, or pass --overwrite to replace the store")
+
+
+def _shard_tasks(config: ExtractConfig, stage: Stage, names: list[str], files: dict[str, Path],
+                 done: np.ndarray, missing: frozenset[str], lease: Lease) -> list[ShardTask]:
     tasks = []
     for shard, start in enumerate(range(0, len(names), stage.shard_size)):
         if done[shard]:
@@ -328,19 +216,44 @@ def _run_stage(group: zarr.Group, stage: Stage, names: list[str], files: dict[st
         chunk = names[start:start + stage.shard_size]
         entries = tuple(SampleEntry(n, start + j, str(files[n]) if n in files else None, n in missing)
                         for j, n in enumerate(chunk))
-        tasks.append(ShardTask(str(config.out.resolve()), stage, shard, start, entries))
+        tasks.append(ShardTask(str(config.out.resolve()), stage, shard, start, entries, lease))
+    return tasks
+
+
+def _run_stage(group: zarr.Group, stage: Stage, names: list[str], files: dict[str, Path], folder: Path,
+               config: ExtractConfig, dataset: str, lease: Lease, say: Callable[[str], None]) -> StageSummary:
+    """Create or resume one stage, run its shard tasks, and record it complete."""
+    source = {"folder": str(folder.resolve()), "num_files": len(files), "digest": input_digest(files, folder)}
+    info = stage_info(group, stage.name)
+    if info is None:
+        create_stage_arrays(group, stage.arrays, stage.shard_size, stage.done, stage.digest)
+        group.attrs["stages"] = {**group.attrs["stages"], stage.name: stage.record(source)}
+    else:
+        _check_stage(config, stage, info, source)
+    group.attrs["state"] = State.EXTRACTING  # from here until every shard of every stage is written
+    _set_stage(group, stage.name, state=State.EXTRACTING)
+    damaged = sorted({shard for shard, _, _ in damaged_shards(group, stage.name)})
+    if damaged:
+        say(f"{stage.name}: re-preparing {len(damaged)} damaged shard(s): {damaged[:10]}")
+        for shard in damaged:
+            group[stage.done][shard] = 0
+    done = group[stage.done][:]
+    missing = missing_samples(dataset) if stage.name == "skeleton" else frozenset()
+    tasks = _shard_tasks(config, stage, names, files, done, missing, lease)
     todo = sum(len(t.entries) for t in tasks)
     started = time.monotonic()
     with ProgressBar(todo, "samples", stage.name, enabled=config.progress) as bar:
-        for result in _run_tasks(tasks, config):
+        for result in run_tasks(tasks, config.jobs, config.backend, config.scheduler):
             bar.advance(result["samples"])
     seconds = time.monotonic() - started
     status = group[stage.status][:]
-    counts = {name: int((status == code).sum()) for name, code in STATUS_CODES.items()}
-    info = {**group.attrs["stages"][stage.name], "counts": counts, "state": "complete"}
-    group.attrs["stages"] = {**group.attrs["stages"], stage.name: info}
+    counts = status_counts(status)
+    if counts["pending"] or not group[stage.done][:].all():  # never expected: a task that said done
+        raise NTUPrepError(f"{config.out}: {stage.name}: {counts['pending']} rows still pending after every "
+                           "shard ran; rerun the same command")
+    _set_stage(group, stage.name, counts=counts, state=State.COMPLETE)
     errors = read_strings(group[stage.error])
-    failures = [(names[i], errors[i]) for i in np.flatnonzero(status == STATUS_CODES["failed"])]
+    failures = [(names[i], errors[i]) for i in np.flatnonzero(status == Status.FAILED)]
     return StageSummary(stage.name, counts, failures, len(tasks), len(done) - len(tasks), len(damaged),
                         seconds, todo)
 
@@ -377,13 +290,13 @@ def extract(config: ExtractConfig, say: Callable[[str], None] = print) -> Extrac
         if not files:
             raise NTUPrepError(f"{folder}: no *{suffix} file with an NTU sample name under it")
         inputs[stage_name] = (folder, files)
-    _check_out(config.out, [folder for folder, _ in inputs.values()], config.overwrite)
+    check_out(config.out, [folder for folder, _ in inputs.values()])
 
-    with store_lock(config.out, "extract"), deferred_interrupts():
+    with store_lock(config.out, "extract") as lease, deferred_interrupts():
         existing = is_store(config.out) and not config.overwrite
         every_name = sorted({n for _, files in inputs.values() for n in files})
-        if existing and open_store(config.out).attrs.get("state") != "creating":
-            dataset = open_store(config.out).attrs["dataset"]
+        if existing and open_store(config.out, check=False).attrs.get("state") != State.CREATING:
+            dataset = open_store(config.out, check=False).attrs["dataset"]
         elif config.dataset:
             dataset = config.dataset
         else:
@@ -391,11 +304,7 @@ def extract(config: ExtractConfig, say: Callable[[str], None] = print) -> Extrac
             say(f"dataset: {dataset}, inferred from the file names (ntu120 if any setup > 17 or "
                 "action > 60); pass --dataset to choose")
         for _, files in inputs.values():
-            outside = [n for n in files if SampleId.parse(n).setup > MAX_SETUP[dataset]
-                       or SampleId.parse(n).action > NUM_CLASSES[dataset]]
-            for name in outside:
-                ignored.append((str(files.pop(name)), f"not part of {dataset} (setups 1-"
-                                f"{MAX_SETUP[dataset]}, actions 1-{NUM_CLASSES[dataset]})"))
+            ignored += outside_dataset(files, dataset)
         names = sorted({n for _, files in inputs.values() for n in files})
         attrs = {"dataset": dataset, "ntu_prep_version": __version__, "status_codes": STATUS_CODES,
                  "max_frames": MAX_FRAMES, "class_names": list(class_names(dataset)), "ignored_files": []}
@@ -412,7 +321,7 @@ def extract(config: ExtractConfig, say: Callable[[str], None] = print) -> Extrac
         ignored = list(dict.fromkeys(earlier + ignored))
         group.attrs["ignored_files"] = [{"path": p, "reason": r} for p, r in ignored]
         skeleton = stage_info(group, "skeleton")
-        if "rgb" in inputs and "skeleton" not in inputs and skeleton and skeleton["state"] != "complete":
+        if "rgb" in inputs and "skeleton" not in inputs and skeleton and skeleton["state"] != State.COMPLETE:
             raise NTUPrepError(f"{config.out}: its skeleton stage is unfinished and the RGB crop needs it; "
                                "rerun with --skeletons as well")
         if "skeleton" in inputs:
@@ -420,9 +329,10 @@ def extract(config: ExtractConfig, say: Callable[[str], None] = print) -> Extrac
         summaries = []
         for stage in _stages(config, inputs):
             folder, files = inputs[stage.name]
-            summaries.append(_run_stage(group, stage, names, files, folder, config, dataset, say))
+            summaries.append(_run_stage(group, stage, names, files, folder, config, dataset, lease, say))
         states = [info["state"] for info in group.attrs["stages"].values()]
-        group.attrs["state"] = "complete" if all(s == "complete" for s in states) else "extracting"
+        complete = all(s == State.COMPLETE for s in states)
+        group.attrs["state"] = State.COMPLETE if complete else State.EXTRACTING
     return ExtractSummary(
         store=config.out, dataset=dataset, num_samples=len(names), stages=summaries, ignored=ignored,
         seconds=time.monotonic() - started, not_in_input=len(set(all_samples(dataset)) - set(names)),

@@ -16,14 +16,14 @@ import zarr
 from ..errors import NTUPrepError
 from ..skeleton.actors import MAX_WIDE_RATIO, MIN_TRACKED_FRAMES, WIDE_SPREAD, motion, select_actors
 from ..skeleton.parse import parse_skeleton
-from ..store.schema import CODEC, MAX_FRAMES, SKELETON_ARRAYS, ArraySpec
+from ..store.schema import CODEC, MAX_FRAMES, SKELETON_ARRAYS, ArraySpec, status_column
 from .stage import Prepared, SampleEntry, Stage
 
 COLUMNS = (
     ArraySpec("skeleton/frame_index", (MAX_FRAMES,), "int32", "table", fill=-1),
     ArraySpec("samples/num_frames", (), "int32", "table"),
     ArraySpec("samples/num_bodies", (), "int16", "table"),
-    ArraySpec("samples/status", (), "int8", "table"),
+    status_column("samples/status"),
     ArraySpec("samples/error", (), str, "table", fill=""),
     ArraySpec("samples/note", (), str, "table", fill=""),
 )

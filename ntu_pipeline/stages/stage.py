@@ -6,11 +6,14 @@
 A stage prepares one sample into the arrays it declares (`Stage.prepare`); `write_shard` loops over a
 shard's samples, records each failure with its reason in the stage's error column, encodes the sharded
 arrays itself (store/shards.py says why), writes that shard's files and nothing else, records their
-sizes and crc32c (what `verify` and resume check), and marks the shard done last.
+sizes and crc32c (what `verify` and resume check), and marks the shard done last. Before it writes
+anything (and about once a second while it prepares) it checks the writer's lease: a worker whose
+`extract` was killed stops without touching the store.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,8 @@ import numpy as np
 import zarr
 
 from ..errors import NTUPrepError, StoreWriteError
-from ..store.schema import STATUS_CODES, ArraySpec, open_store
+from ..store.lock import Lease
+from ..store.schema import ArraySpec, open_store
 from ..store.shards import (
     assemble_shard,
     check_layout,
@@ -30,7 +34,10 @@ from ..store.shards import (
     shard_path,
     write_shard_file,
 )
+from ..store.status import State, Status
 from .interrupt import check_interrupt
+
+LEASE_CHECK_SECONDS = 1.0  # between samples; always right before writing
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class Stage:
     def record(self, source: dict) -> dict:
         return {"options": self.options, "source": source, "shard_size": self.shard_size,
                 "status": self.status, "error": self.error, "note": self.note, "done": self.done,
-                "digest": self.digest, "counts": None, "state": "extracting"}
+                "digest": self.digest, "counts": None, "state": State.EXTRACTING}
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,21 @@ class ShardTask:
     shard: int
     start: int
     entries: tuple[SampleEntry, ...]
+    lease: Lease | None = None  # the writer's; None: the caller holds the lock itself (tests, benches)
+
+    def check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
+
+def sample_status(entry: SampleEntry, prepared: bool) -> Status:
+    """The status of a sample: the official missing list first (whatever its file holds, or lacks),
+    then absent (no file), failed (prepare raised) or ok."""
+    if entry.on_missing_list:
+        return Status.MISSING_SKELETON
+    if entry.path is None:
+        return Status.ABSENT
+    return Status.OK if prepared else Status.FAILED
 
 
 def _encoders(arrays: dict[str, zarr.Array], stage: Stage) -> dict[str, Callable[[np.ndarray], bytes | None]]:
@@ -119,7 +141,9 @@ def _encode_sample(spec: ArraySpec, values: np.ndarray, buffer: np.ndarray,
 def write_shard(task: ShardTask) -> dict[str, int]:
     """Prepare every sample of one shard and write its files; runs in a worker process (or here)."""
     stage, k = task.stage, len(task.entries)
-    group = open_store(task.store, mode="r+")
+    task.check_lease()
+    checked = time.monotonic()
+    group = open_store(task.store, mode="r+", check=False)
     root = Path(task.store)
     arrays = {spec.path: group[spec.path] for spec in stage.arrays}  # each opening reads its metadata
     encoders = _encoders(arrays, stage)
@@ -130,17 +154,16 @@ def write_shard(task: ShardTask) -> dict[str, int]:
     chunks: dict[str, list[bytes | None]] = {spec.path: [] for spec in sharded}
     for i, entry in enumerate(task.entries):
         check_interrupt()
-        status = "missing_skeleton" if entry.on_missing_list else "ok"
+        if time.monotonic() - checked > LEASE_CHECK_SECONDS:
+            task.check_lease()
+            checked = time.monotonic()
         prepared = None
-        if entry.path is None:
-            status = "absent"
-        else:
+        if entry.path is not None:
             try:
                 prepared = stage.prepare(entry, group)
             except Exception as err:  # recorded in the store with its reason; the shard goes on
                 columns[stage.error][i] = str(err) if isinstance(err, NTUPrepError) else (
                     f"{entry.path}: {type(err).__name__}: {err}")
-                status = "failed" if status == "ok" else status
         for spec in sharded:
             values = prepared.arrays[spec.path] if prepared else np.zeros((0, *spec.tail[1:]), spec.dtype)
             chunks[spec.path] += _encode_sample(spec, values, buffers.get(spec.path), encoders[spec.path])
@@ -149,7 +172,8 @@ def write_shard(task: ShardTask) -> dict[str, int]:
                 if path in columns:
                     columns[path][i] = values
             columns[stage.note][i] = prepared.note
-        columns[stage.status][i] = STATUS_CODES[status]
+        columns[stage.status][i] = sample_status(entry, prepared is not None)
+    task.check_lease()  # the last moment before anything of this shard reaches the store
     written = {}  # path -> digest of the bytes written, so they need not be read back
     for spec in sharded:  # whole shards, encoded here: see store/shards.py for why
         array = arrays[spec.path]
@@ -165,5 +189,6 @@ def write_shard(task: ShardTask) -> dict[str, int]:
     digests = [written.get(spec.path) or file_digest(shard_path(root, arrays[spec.path], task.shard))
                for spec in stage.arrays]  # the tables zarr wrote are read back (a few bytes each)
     group[stage.digest][task.shard] = np.asarray(digests, dtype=object)
+    task.check_lease()
     group[stage.done][task.shard] = 1  # last: the shard counts only once all of it is written
     return {"shard": task.shard, "samples": k}

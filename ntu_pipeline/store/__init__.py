@@ -1,6 +1,7 @@
-"""The prepared store: its format (`schema`), shard writer (`shards`), lock (`lock`), splits (`splits`).
+"""The prepared store: its format (`schema`), statuses (`status`), checks (`verify`), shard writer
+(`shards`), lock (`lock`), splits (`splits`).
 
-The public reader is re-exported here: `from ntu_pipeline.store import open_store, read_sample`.
+The public reader is re-exported here: `from ntu_pipeline.store import open_store, read_sample, Status`.
 """
 
 from .schema import (
@@ -8,18 +9,18 @@ from .schema import (
     MAX_FRAMES,
     META_FIELDS,
     SKELETON_ARRAYS,
-    STATUS_CODES,
-    STATUS_NAMES,
     open_store,
     read_sample,
     read_strings,
+    require_complete,
     split_indices,
-    status_counts,
     store_size_bytes,
-    verify_store,
 )
+from .status import STATUS_CODES, State, Status, status_counts
+from .verify import verify_store
 
 __all__ = [
-    "FORMAT", "MAX_FRAMES", "META_FIELDS", "SKELETON_ARRAYS", "STATUS_CODES", "STATUS_NAMES", "open_store",
-    "read_sample", "read_strings", "split_indices", "status_counts", "store_size_bytes", "verify_store",
+    "FORMAT", "MAX_FRAMES", "META_FIELDS", "SKELETON_ARRAYS", "STATUS_CODES", "State", "Status", "open_store",
+    "read_sample", "read_strings", "require_complete", "split_indices", "status_counts", "store_size_bytes",
+    "verify_store",
 ]

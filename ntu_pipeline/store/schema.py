@@ -3,7 +3,7 @@
 Usage:
     group = open_store("ntu60.zarr")                 # refuses a format it does not know
     sample = read_sample(group, 0)                   # dict of arrays, trimmed to the frames kept
-    problems = verify_store(group)                   # [] when the store is sound
+    require_complete(group, ("skeleton",))           # IncompleteStoreError while rows are pending
 
 Layout (N samples, the union of every input's sample names):
     samples/name (N,) str, sorted; samples/label, setup, camera, performer, replication (N,) int16
@@ -16,34 +16,38 @@ Layout (N samples, the union of every input's sample names):
 Per-sample arrays are sharded, `shard_size` samples per shard, one chunk per sample (or per frame);
 per-sample tables have one chunk per shard, so each writer task owns whole files. Readers read sample
 by sample or by slice: fancy indexing on a sharded array is orders of magnitude slower in zarr 3.1.
+Status columns are filled with `Status.PENDING` (store/status.py), so a row no task wrote never reads
+as ok. `verify.py` checks a store against what its stages recorded.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from ..errors import StoreFormatError
+from ..errors import IncompleteStoreError, StoreFormatError
 from ..sample_id import SampleId
-from .shards import file_digest, shard_path
+from .status import State, Status, status_counts
 
 FORMAT = "ntu-prep/2"
 FORMAT_PREFIX = "ntu-prep/"
 MAX_FRAMES = 300
-STATUS_CODES = {"ok": 0, "missing_skeleton": 1, "failed": 2, "absent": 3}
-STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
 META_FIELDS = ("label", "setup", "camera", "performer", "replication")
 # Chosen by bench/store_codec.py (figures in the README): 6.7x smaller than raw on real samples and the
 # fastest to encode and decode; zstd is 15% smaller but its encoding alone costs more than the whole
 # rest of the stage.
 CODEC = {"name": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
+
+
+Layout = Literal["sample", "frame", "table"]
+Codec = Literal["blosc", "jpeg"]
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,18 @@ class ArraySpec:
     path: str
     tail: tuple[int, ...]
     dtype: object
-    layout: str = "sample"
-    codec: str = "blosc"
+    layout: Layout = "sample"
+    codec: Codec = "blosc"
     fill: object = 0
     quality: int = 90  # of the jpeg codec
+
+    def __post_init__(self):
+        if self.layout not in get_args(Layout):
+            raise ValueError(f"{self.path}: layout must be one of {get_args(Layout)}, not {self.layout!r}")
+        if self.codec not in get_args(Codec):
+            raise ValueError(f"{self.path}: codec must be one of {get_args(Codec)}, not {self.codec!r}")
+        if self.codec == "jpeg" and (self.layout != "frame" or self.dtype != "uint8"):
+            raise ValueError(f"{self.path}: the jpeg codec stores uint8 frames (layout 'frame')")
 
     @property
     def name(self) -> str:
@@ -70,6 +82,11 @@ class ArraySpec:
     @property
     def sharded(self) -> bool:
         return self.layout != "table"
+
+
+def status_column(path: str) -> ArraySpec:
+    """A stage's status column: int8 `Status` codes, unwritten rows `Status.PENDING`."""
+    return ArraySpec(path, (), "int8", "table", fill=int(Status.PENDING))
 
 
 # The skeleton stage's arrays (kept here as well as in the stage: `read_sample` and the README need them).
@@ -107,27 +124,31 @@ def clear_store_folder(path: Path) -> None:
 def create_store(path: Path, names: list[str], attrs: dict) -> zarr.Group:
     """Create the group and its sample table (names and the columns derived from them).
 
-    The folder must be empty but for the lock file. attrs: the run's description. The group's `state`
-    attribute is "creating" until the table exists, then "extracting"; stages add their arrays later
+    The folder must be empty. attrs: the run's description. The group's `state` attribute is
+    "creating" until the table exists, then "extracting"; stages add their arrays later
     (`create_stage_arrays`).
     """
     n = len(names)
     # one atomic write of zarr.json with the attributes: a store is recognisably ours from the start
     group = zarr.open_group(str(path), mode="a", zarr_format=3,
-                            attributes={**attrs, "format": FORMAT, "state": "creating", "stages": {}})
+                            attributes={**attrs, "format": FORMAT, "state": State.CREATING, "stages": {}})
     samples = group.create_group("samples")
     samples.create_array("name", shape=(n,), dtype=str, chunks=(max(n, 1),))[:] = np.asarray(names, object)
     for field, values in meta_columns(names).items():
         samples.create_array(field, shape=(n,), dtype="int16", chunks=(max(n, 1),))[:] = values
     group.create_group("splits")
     group.create_group("progress")
-    group.attrs["state"] = "extracting"
+    group.attrs["state"] = State.EXTRACTING
     return group
 
 
 def create_stage_arrays(group: zarr.Group, specs: tuple[ArraySpec, ...], shard_size: int,
                         done: str, digest: str) -> None:
-    """Create a stage's arrays and its progress record (`done` and `digest` paths under the group)."""
+    """Create a stage's arrays and its progress record (`done` and `digest` paths under the group).
+
+    Any array of those names is replaced: the stage is not recorded yet (the caller records it after
+    this), so nothing was written into them, and a kill while they were being made leaves some behind
+    that the rerun must be able to make again."""
     n = group["samples/name"].shape[0]
     for spec in specs:
         parent, name = spec.path.rsplit("/", 1)
@@ -135,7 +156,8 @@ def create_stage_arrays(group: zarr.Group, specs: tuple[ArraySpec, ...], shard_s
         shape = (n, *spec.tail)
         if spec.layout == "table":
             chunks = (shard_size, *spec.tail)
-            sub.create_array(name, shape=shape, dtype=spec.dtype, chunks=chunks, fill_value=spec.fill)
+            sub.create_array(name, shape=shape, dtype=spec.dtype, chunks=chunks, fill_value=spec.fill,
+                             overwrite=True)
             continue
         inner = (1, *spec.tail) if spec.layout == "sample" else (1, 1, *spec.tail[1:])
         if spec.codec == "jpeg":
@@ -145,18 +167,20 @@ def create_stage_arrays(group: zarr.Group, specs: tuple[ArraySpec, ...], shard_s
         else:
             codecs = {"compressors": compressor()}
         sub.create_array(name, shape=shape, dtype=spec.dtype, chunks=inner, shards=(shard_size, *spec.tail),
-                         fill_value=0, **codecs)
+                         fill_value=0, overwrite=True, **codecs)
     shards = num_shards(n, shard_size)
     progress = group.require_group("progress")
     # one chunk per shard: parallel writers each mark their own shard, never one shared chunk file
-    progress.create_array(done.rsplit("/", 1)[-1], shape=(shards,), dtype="uint8", chunks=(1,), fill_value=0)
+    progress.create_array(done.rsplit("/", 1)[-1], shape=(shards,), dtype="uint8", chunks=(1,), fill_value=0,
+                          overwrite=True)
     record = progress.create_array(digest.rsplit("/", 1)[-1], shape=(shards, len(specs)), dtype=str,
-                                   chunks=(1, len(specs)), fill_value="")
+                                   chunks=(1, len(specs)), fill_value="", overwrite=True)
     record.attrs["files"] = [spec.path for spec in specs]
 
 
-def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
-    """Open a prepared store, refusing one of an unknown format."""
+def open_store(path: str | Path, mode: str = "r", check: bool = True) -> zarr.Group:
+    """Open a prepared store, refusing one of an unknown format, and with `check` one whose attributes
+    promise arrays that do not open (a deleted folder or zarr.json: `verify` reports those itself)."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise StoreFormatError(f"{path}: not a zarr store (no zarr.json)")
@@ -172,6 +196,11 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
             "--overwrite")
     if found != FORMAT:
         raise StoreFormatError(f"{path}: format {found!r} is not {FORMAT!r}; this ntu-prep cannot read it")
+    missing = missing_arrays(group) if check else []
+    if missing:
+        listed = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise StoreFormatError(f"{path}: {listed} missing or unreadable; `ntu-prep verify` lists what is "
+                               "damaged (rebuild the store with extract --overwrite)")
     return group
 
 
@@ -192,64 +221,6 @@ def stage_info(group: zarr.Group, stage: str) -> dict | None:
     return dict(group.attrs.get("stages", {})).get(stage)
 
 
-def read_sample(group: zarr.Group, index: int) -> dict[str, np.ndarray | str | int]:
-    """One sample's skeleton arrays, trimmed to its frames kept, with its table row. Reads chunks only."""
-    samples = group["samples"]
-    n = int(samples["num_frames"][index])
-    out: dict[str, np.ndarray | str | int] = {
-        "name": str(samples["name"][index]),
-        "status": STATUS_NAMES[int(samples["status"][index])],
-        "num_frames": n,
-    }
-    for field in META_FIELDS:
-        out[field] = int(samples[field][index])
-    for spec in SKELETON_ARRAYS:
-        out[spec.name] = group[spec.path][index, :n]
-    out["frame_index"] = group["skeleton/frame_index"][index, :n]
-    return out
-
-
-def status_counts(group: zarr.Group, column: str = "samples/status") -> dict[str, int]:
-    status = group[column][:]
-    return {name: int((status == code).sum()) for name, code in STATUS_CODES.items()}
-
-
-def write_split(group: zarr.Group, protocol: str, train: np.ndarray, test: np.ndarray, attrs: dict) -> None:
-    """Write splits/<protocol>/{train,test}, replacing an earlier split of that name."""
-    split = group.require_group("splits").create_group(protocol, overwrite=True)
-    split.attrs.update(attrs)
-    for name, idx in (("train", train), ("test", test)):
-        split.create_array(name, shape=idx.shape, dtype="int64", chunks=(max(len(idx), 1),))[:] = idx
-
-
-def split_indices(group: zarr.Group, protocol: str) -> tuple[np.ndarray, np.ndarray]:
-    split = group["splits"][protocol]
-    return split["train"][:], split["test"][:]
-
-
-def _range(lo: int, hi: int) -> str:
-    return f"samples {lo}..{hi - 1}"
-
-
-def damaged_shards(group: zarr.Group, stage: str) -> list[tuple[int, str, str]]:
-    """(shard, array, what is wrong) for every file a done shard of `stage` wrote that is not as written."""
-    info = stage_info(group, stage)
-    root = Path(group.store.root)
-    done = group[info["done"]][:]
-    record = group[info["digest"]]
-    files = record.attrs["files"]
-    out = []
-    for shard in np.flatnonzero(done):
-        expected = record[shard]
-        for path, want in zip(files, expected, strict=True):
-            got = file_digest(shard_path(root, group[path], int(shard)))
-            if got != want:
-                what = "file missing" if got == "-" else (
-                    "file present but the shard wrote none" if want == "-" else "content changed")
-                out.append((int(shard), path, what))
-    return out
-
-
 def missing_arrays(group: zarr.Group) -> list[str]:
     """The arrays the store's attributes promise that do not open (a deleted folder or zarr.json)."""
     def opens(path: str) -> bool:
@@ -267,100 +238,61 @@ def missing_arrays(group: zarr.Group) -> list[str]:
     return [path for path in dict.fromkeys(expected) if not opens(path)]
 
 
-def verify_store(group: zarr.Group, deep: bool = False,
-                 advance: Callable[[int], None] | None = None) -> list[str]:
-    """Integrity problems of a store, [] when none.
-
-    Checks the sample table against the names, each stage's status table, and every file each done
-    shard wrote against its recorded size and crc32c (a deleted shard otherwise reads as zeros). With
-    `deep`, also decodes every shard and checks the skeleton padding. `advance(k)` reports progress in
-    shards.
-    """
-    missing = missing_arrays(group)
-    if missing:  # nothing else can be checked reliably
-        return [f"{path}: array missing or its zarr.json unreadable; rebuild the store (extract --overwrite)"
-                for path in missing]
-    problems: list[str] = []
+def unfinished(group: zarr.Group, stages: tuple[str, ...] | None = None) -> list[str]:
+    """Why the store, or the named stages of it (None: all of them), cannot be read yet: one line per
+    unfinished stage ([] when all are complete). Stages the store does not have are the caller's."""
     attrs = dict(group.attrs)
-    if attrs.get("state") != "complete":
-        problems.append(f"state is {attrs.get('state')!r}, not 'complete': "
-                        "rerun the same `ntu-prep extract` command to finish it")
+    if attrs.get("state") == State.CREATING:
+        return ["the store is still being created"]
+    recorded = dict(attrs.get("stages", {}))
+    out = []
+    for name in recorded if stages is None else [s for s in stages if s in recorded]:
+        info = recorded[name]
+        if info.get("state") != State.COMPLETE:
+            counts = status_counts(group[info["status"]][:])
+            out.append(f"its {name} stage is unfinished ({counts['pending']} of "
+                       f"{sum(counts.values())} samples pending)")
+    if stages is None and not out and attrs.get("state") != State.COMPLETE:
+        out.append(f"the store is not complete (state {attrs.get('state')!r})")
+    return out
+
+
+def require_complete(group: zarr.Group, stages: tuple[str, ...] | None = None) -> None:
+    """IncompleteStoreError, in one line naming the fix, unless the stages (None: every stage) are done."""
+    problems = unfinished(group, stages)
+    if problems:
+        raise IncompleteStoreError(f"{group.store.root}: {'; '.join(problems)}; rerun the same "
+                                   "`ntu-prep extract` command to finish it")
+
+
+def read_sample(group: zarr.Group, index: int) -> dict[str, np.ndarray | str | int]:
+    """One sample's skeleton arrays, trimmed to its frames kept, with its table row. Reads chunks only."""
     samples = group["samples"]
-    n = samples["name"].shape[0]
-    names = read_strings(samples["name"])
-    if names != sorted(names) or len(set(names)) != n or not all(names):
-        problems.append("samples/name is not sorted, unique and complete: rebuild the store (--overwrite)")
-    else:
-        for field, values in meta_columns(names).items():
-            stored = samples[field][:]
-            bad = np.flatnonzero(stored != values)
-            if len(bad):
-                problems.append(f"samples/{field}: {len(bad)} values differ from the sample names "
-                                f"(first: sample {bad[0]}); rerun `ntu-prep extract` to rewrite them")
-    for stage, info in attrs.get("stages", {}).items():
-        problems += _verify_stage(group, stage, info, n, deep, advance)
-    for protocol in group["splits"].group_keys():
-        train, test = split_indices(group, protocol)
-        both = np.concatenate([train, test])
-        if len(both) and (both.min() < 0 or both.max() >= n):
-            problems.append(f"splits/{protocol} has indices outside [0, {n})")
-        if len(np.unique(both)) != len(both):
-            problems.append(f"splits/{protocol}: train and test overlap or repeat")
-    return problems
+    n = int(samples["num_frames"][index])
+    out: dict[str, np.ndarray | str | int] = {
+        "name": str(samples["name"][index]),
+        "status": Status(int(samples["status"][index])).label,
+        "num_frames": n,
+    }
+    for field in META_FIELDS:
+        out[field] = int(samples[field][index])
+    for spec in SKELETON_ARRAYS:
+        out[spec.name] = group[spec.path][index, :n]
+    out["frame_index"] = group["skeleton/frame_index"][index, :n]
+    return out
 
 
-def _verify_stage(group: zarr.Group, stage: str, info: dict, n: int, deep: bool,
-                  advance: Callable[[int], None] | None) -> list[str]:
-    problems = []
-    status = group[info["status"]][:]
-    unknown = set(np.unique(status).tolist()) - set(STATUS_NAMES)
-    if unknown:
-        problems.append(f"{info['status']} has unknown codes {sorted(unknown)}")
-    counts = {name: int((status == code).sum()) for name, code in STATUS_CODES.items()}
-    if info.get("counts") is not None and info["counts"] != counts:
-        problems.append(f"{stage}: recorded counts {info['counts']} differ from {info['status']} {counts}")
-    errors = read_strings(group[info["error"]])
-    if any(not errors[i] for i in np.flatnonzero(status == STATUS_CODES["failed"])):
-        problems.append(f"{stage}: a failed sample has no error message")
-    shard_size = info["shard_size"]
-    done = group[info["done"]][:]
-    if not done.all():
-        problems.append(f"{stage}: {int((done == 0).sum())} of {len(done)} shards not written; "
-                        "rerun the same `ntu-prep extract` command to finish them")
-    for shard, path, what in damaged_shards(group, stage):
-        lo = shard * shard_size
-        problems.append(f"{path} {_range(lo, min(lo + shard_size, n))} (shard {shard}): {what}; "
-                        "rerun the same `ntu-prep extract` command to re-prepare it")
-    if stage == "skeleton":
-        num_frames = group["samples/num_frames"][:]
-        ok = status == STATUS_CODES["ok"]
-        if (num_frames[ok] <= 0).any():
-            problems.append(f"{int((num_frames[ok] <= 0).sum())} ok samples have no frames")
-        if (num_frames > MAX_FRAMES).any() or (num_frames < 0).any():
-            problems.append("samples/num_frames outside [0, 300]")
-    for lo in range(0, n, shard_size):
-        if deep:
-            problems += _decode_shard(group, stage, info, lo, min(lo + shard_size, n))
-        if advance:
-            advance(1)
-    return problems
+def write_split(group: zarr.Group, protocol: str, train: np.ndarray, test: np.ndarray, attrs: dict) -> None:
+    """Write splits/<protocol>/{train,test}, replacing an earlier split of that name."""
+    split = group.require_group("splits").create_group(protocol, overwrite=True)
+    split.attrs.update(attrs)
+    for name, idx in (("train", train), ("test", test)):
+        split.create_array(name, shape=idx.shape, dtype="int64", chunks=(max(len(idx), 1),))[:] = idx
 
 
-def _decode_shard(group: zarr.Group, stage: str, info: dict, lo: int, hi: int) -> list[str]:
-    problems = []
-    for path in group[info["digest"]].attrs["files"]:
-        array = group[path]
-        try:
-            block = array[lo:hi]
-        except Exception as err:  # a corrupt shard: report it, keep checking the rest
-            problems.append(f"{path} {_range(lo, hi)} unreadable: {err}")
-            continue
-        if stage == "skeleton" and path in {s.path for s in SKELETON_ARRAYS}:
-            num_frames = group["samples/num_frames"][lo:hi]
-            past = np.arange(MAX_FRAMES)[None, :] >= num_frames[:, None]
-            if np.abs(block[past]).sum() != 0:
-                problems.append(f"{path} {_range(lo, hi)}: non-zero values past num_frames")
-    return problems
+def split_indices(group: zarr.Group, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    split = group["splits"][protocol]
+    return split["train"][:], split["test"][:]
 
 
 def store_size_bytes(path: Path) -> int:

@@ -21,8 +21,6 @@ fill value is left out (zarr's write_empty_chunks=False), and a shard with no ch
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import google_crc32c
@@ -32,6 +30,7 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec
 from zarr.core.indexing import morton_order_iter  # zarr's own order of chunks in a shard
 
+from ..atomic import atomic_write_bytes
 from ..errors import StoreWriteError
 
 EMPTY = np.uint64(2**64 - 1)
@@ -139,9 +138,7 @@ def write_shard_file(store_root: Path, array: zarr.Array, shard: int, data: byte
             path.unlink(missing_ok=True)
             return bytes_digest(None)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        atomic_write_bytes(path, data)
         return bytes_digest(data)
     except OSError as err:
         reason = err.strerror or str(err)

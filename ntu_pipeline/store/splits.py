@@ -1,8 +1,16 @@
-"""Official evaluation protocols applied to a store: `splits/<protocol>/{train,test}`.
+"""Official evaluation protocols applied to a store, and which of a split's samples a consumer can use.
 
 Usage:
     result = make_split(open_store("ntu60.zarr", mode="r+"), "xsub", keep_missing=False)
     result.train, result.test          # int64 indices into samples/, sorted
+    kept, left_out = usable_samples(group, result.train, ("skeleton", "rgb"), keep_missing=False)
+    describe_left_out(left_out)        # "skeleton absent 5, rgb failed 2"
+
+A split is protocol membership: every sample of the store on the protocol's train or test side, less
+those on the official missing-skeleton list unless `keep_missing` (the published protocol counts leave
+them out). It depends on the sample names alone, so a store of videos only splits as well as one of
+skeletons. Which samples a consumer takes is its own business: a skeleton model needs the skeleton, an
+RGB model the video, a fused model both (`usable_samples`), and each says how many it left out and why.
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ import numpy as np
 import zarr
 
 from ..errors import StoreFormatError
-from ..manifests import get_protocol
-from .schema import STATUS_CODES, write_split
+from ..manifests import get_protocol, missing_samples
+from .schema import read_strings, require_complete, stage_info, write_split
+from .status import Status, describe_counts, status_counts
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,41 +32,88 @@ class SplitResult:
     train: np.ndarray
     test: np.ndarray
     excluded_missing: int
-    excluded_failed: int
+    modalities: dict[str, dict[str, int]]  # stage -> status counts over the split's samples
 
     def describe(self) -> str:
-        return (f"{self.protocol}: train {len(self.train)}, test {len(self.test)} "
-                f"(excluded: {self.excluded_missing} missing_skeleton, {self.excluded_failed} failed)")
+        missing = "kept" if self.excluded_missing < 0 else f"{self.excluded_missing} excluded"
+        lines = [f"{self.protocol}: train {len(self.train)}, test {len(self.test)} (samples on the official "
+                 f"missing-skeleton list: {missing})"]
+        for stage, counts in self.modalities.items():
+            lines.append(f"  {stage}: {describe_counts(counts)}")
+        if any(counts.get("ok", 0) < sum(counts.values()) for counts in self.modalities.values()):
+            lines.append("  (each model leaves out the samples whose modalities it needs are not ok, and "
+                         "says so)")
+        return "\n".join(lines)
 
 
-def compute_split(group: zarr.Group, protocol_name: str, keep_missing: bool = False) -> SplitResult:
-    """Train/test indices of a store's samples. Failed samples (no data) are always left out;
-    samples on the official missing-skeleton list are left out unless keep_missing."""
+def check_protocol(group: zarr.Group, protocol_name: str) -> None:
+    """StoreFormatError unless the protocol is defined on the store's dataset."""
     protocol = get_protocol(protocol_name)
     dataset = group.attrs.get("dataset")
     if protocol.dataset != dataset:
-        raise StoreFormatError(f"protocol {protocol_name} is defined on {protocol.dataset}; "
-                               f"this store holds {dataset}")
-    status = group["samples/status"][:]
-    values = group["samples"][protocol.field][:]
-    missing = status == STATUS_CODES["missing_skeleton"]
-    failed = status == STATUS_CODES["failed"]
-    usable = ~failed & (keep_missing | ~missing)
-    is_train = protocol.is_train(values)
-    return SplitResult(
-        protocol=protocol_name,
-        train=np.flatnonzero(usable & is_train).astype(np.int64),
-        test=np.flatnonzero(usable & ~is_train).astype(np.int64),
-        excluded_missing=0 if keep_missing else int((missing & ~failed).sum()),
-        excluded_failed=int(failed.sum()),
-    )
+        raise StoreFormatError(f"protocol {protocol_name} is defined on {protocol.dataset}; this store holds "
+                               f"{dataset}")
+
+
+def compute_split(group: zarr.Group, protocol_name: str, keep_missing: bool = False) -> SplitResult:
+    """Train/test indices of a store's samples under a protocol (membership; see the module docstring).
+
+    Refuses a store whose extraction is unfinished (IncompleteStoreError, naming the fix)."""
+    check_protocol(group, protocol_name)
+    require_complete(group)
+    protocol = get_protocol(protocol_name)
+    names = read_strings(group["samples/name"])
+    listed = missing_samples(protocol.dataset)
+    on_list = np.array([n in listed for n in names], dtype=bool)
+    member = np.ones(len(names), bool) if keep_missing else ~on_list
+    is_train = protocol.is_train(group["samples"][protocol.field][:])
+    train = np.flatnonzero(member & is_train).astype(np.int64)
+    test = np.flatnonzero(member & ~is_train).astype(np.int64)
+    both = np.concatenate([train, test])
+    modalities = {}
+    for stage in dict(group.attrs.get("stages", {})):
+        codes = group[stage_info(group, stage)["status"]][:][both]
+        modalities[stage] = {k: v for k, v in status_counts(codes).items() if v}
+    return SplitResult(protocol_name, train, test, -1 if keep_missing else int(on_list.sum()), modalities)
 
 
 def make_split(group: zarr.Group, protocol_name: str, keep_missing: bool = False) -> SplitResult:
     """Compute and write splits/<protocol>/{train,test}."""
     result = compute_split(group, protocol_name, keep_missing)
     write_split(group, protocol_name, result.train, result.test, {
-        "keep_missing": keep_missing, "excluded_missing": result.excluded_missing,
-        "excluded_failed": result.excluded_failed,
+        "keep_missing": keep_missing, "excluded_missing": max(result.excluded_missing, 0),
     })
     return result
+
+
+def usable_samples(group: zarr.Group, indices: np.ndarray, stages: tuple[str, ...],
+                   keep_missing: bool = False) -> tuple[np.ndarray, dict[str, int]]:
+    """The samples of `indices` whose every stage in `stages` is usable, and {"<stage> <status>": count}
+    of those left out.
+
+    A stage is usable where its status is ok; a skeleton of status missing_skeleton counts as usable too
+    where `keep_missing` (the split kept them) and frames were kept from its file. The stages must be in
+    the store and complete (the caller checks: `require_complete`)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    keep = np.ones(len(indices), bool)
+    left_out: dict[str, int] = {}
+    for stage in stages:
+        info = stage_info(group, stage)
+        if info is None:
+            raise StoreFormatError(f"{group.store.root}: the store has no {stage} stage")
+        codes = group[info["status"]][:][indices]
+        ok = codes == Status.OK
+        if stage == "skeleton" and keep_missing:
+            frames = group["samples/num_frames"][:][indices]
+            ok |= (codes == Status.MISSING_SKELETON) & (frames > 0)
+        for status in Status:
+            n = int(((codes == status) & ~ok & keep).sum())
+            if n:
+                left_out[f"{stage} {status.label}"] = n
+        keep &= ok
+    return indices[keep], left_out
+
+
+def describe_left_out(left_out: dict[str, int]) -> str:
+    """"skeleton absent 5, rgb failed 2" ("" when none)."""
+    return ", ".join(f"{reason} {n}" for reason, n in left_out.items())

@@ -1,0 +1,61 @@
+"""Files that are whole or absent: written beside their target under a temporary name, then renamed.
+
+    atomic_write_bytes(path, data)                # shard files, PNGs, JSON, checkpoints (via atomic_path)
+    with atomic_path(target) as tmp:              # any writer that wants a path: h5py, zipfile, torch.save
+        write_something(tmp)                      # on success os.replace(tmp, target); on error tmp removed
+    remove_partials(folder)                       # what a kill -9 left: every PARTIAL_SUFFIX file under it
+
+One naming rule for every temporary file of the project: `.<target name>.<random>.partial` in the
+target's own folder (the same file system, so `os.replace` is atomic; hidden and with a suffix no reader
+looks for). A kill between the write and the rename leaves such a file and never a half-written
+target; resuming runs `remove_partials` on what it owns (a store, a run directory).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_path(target: Path) -> Path:
+    """A fresh temporary name beside `target` (unique per call: parallel writers never share one)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}")
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; when the block succeeds it replaces `target` in one rename,
+    when it raises (Ctrl-C included) the temporary file is removed and `target` is untouched."""
+    tmp = partial_path(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    """Write `data` as the whole of `target` (created with the usual mode, 0o666 less the umask)."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    atomic_write_bytes(target, text.encode())
+
+
+def remove_partials(folder: Path) -> int:
+    """Remove every temporary file a killed write left under `folder` (recursively); returns how many."""
+    count = 0
+    for path in Path(folder).rglob(f"*{PARTIAL_SUFFIX}"):
+        if path.is_file() and path.name.startswith("."):
+            path.unlink(missing_ok=True)
+            count += 1
+    return count

@@ -1,0 +1,57 @@
+"""What a store says of each sample and of each stage: `Status` per row, `State` per stage and store.
+
+    Status.OK, Status(int(group["rgb/status"][i]))   # one sample's status in one stage
+    status_counts(group["samples/status"][:])        # {"pending": 0, "ok": 3000, ...}
+    State.COMPLETE                                   # group.attrs["state"], attrs["stages"][name]["state"]
+
+Every status column is created with the fill value `Status.PENDING`: a row no shard task has written
+reads as pending, never as ok (a store interrupted part-way can then never pass unwritten rows off as
+samples). The codes are stored in `attrs["status_codes"]` so a reader without this package can decode
+them. A stage is `extracting` from the moment a run starts working on it until every one of its shards
+is written, then `complete`; the store is `creating` while its sample table is made, `extracting` while
+any stage runs or is unfinished, and `complete` when every stage is.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+import numpy as np
+
+
+class Status(IntEnum):
+    """A sample's status in one stage (its int8 status column)."""
+
+    PENDING = -1  # not written yet: the fill value of every status column
+    OK = 0
+    MISSING_SKELETON = 1  # on the official missing-skeleton list (the skeleton stage only)
+    FAILED = 2  # the input file is bad: the error column says why
+    ABSENT = 3  # no input file for this modality
+
+    @property
+    def label(self) -> str:
+        """The name users see and attrs store: "ok", "missing_skeleton", ..."""
+        return self.name.lower()
+
+
+STATUS_CODES = {status.label: int(status) for status in Status}
+
+
+class State(StrEnum):
+    """How far the store, or one of its stages, has got."""
+
+    CREATING = "creating"
+    EXTRACTING = "extracting"
+    COMPLETE = "complete"
+
+
+def status_counts(codes: np.ndarray) -> dict[str, int]:
+    """{label: count} of a status column's codes (every Status, zeros included); unknown codes are not
+    counted here (`verify` reports them)."""
+    codes = np.asarray(codes)
+    return {status.label: int((codes == status).sum()) for status in Status}
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """"ok 3000, failed 2" (non-zero counts only, in Status order)."""
+    return ", ".join(f"{label} {n}" for label, n in counts.items() if n) or "no samples"
