@@ -291,3 +291,11 @@ def test_an_hdf5_export_over_a_file_size_limit_is_one_line(reference, tmp_path):
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == f"Error: {out}: cannot write the HDF5 file: File too large"
     assert list(tmp_path.iterdir()) == []  # no partial file left
+
+
+def test_any_even_size_works(corpus, tmp_path):
+    """Catches --size 250 (any size of 2 mod 4) failing every RGB sample with a reshape error."""
+    summary = run(skeletons=corpus, videos=corpus, out=tmp_path / "s.zarr", shard_size=4, rgb_shard_size=4,
+                  rgb_frames=2, rgb_size=250)
+    assert summary.stages[1].counts["ok"] == 16
+    assert open_store(tmp_path / "s.zarr")["rgb/frames"].shape == (16, 2, 250, 250, 3)

@@ -1,9 +1,11 @@
-"""The video wing: the person box (crop.py) and decode_clip (decode.py).
+"""The video wing: the person box (crop.py), the crop's pixels (pixels.py) and decode_clip (decode.py).
 
 Synthetic videos are written inside the tests with PyAV (MPEG-4 Part 2 in AVI as the NTU originals,
 and H.264 with B-frames as some mirrors); each frame carries its own number as 8 black/white blocks,
-so the frame a clip says it stored can be read back from its pixels. Conformance tests read the real
-samples in ../shared/ntu_samples.
+so the frame a clip says it stored can be read back from its pixels. Damaged copies are made with
+fixed random bytes over chosen chunks or byte ranges (as `dd conv=notrunc` would). Conformance tests
+read the real samples in ../shared/ntu_samples; their damaged copies are checked against the clean
+video's every frame.
 """
 
 from __future__ import annotations
@@ -26,14 +28,9 @@ from ntu_pipeline.video.crop import (
     scale_box,
     usable_joints,
 )
-from ntu_pipeline.video.decode import (
-    _gop_needed,
-    crop_frame,
-    crop_resize_i420,
-    decode_clip,
-    sample_indices,
-    snap_box,
-)
+from ntu_pipeline.video.decode import _gop_needed, decode_clip
+from ntu_pipeline.video.pixels import _fast_path, crop_frame, crop_resize_i420, crop_resize_rgb, snap_box
+from ntu_pipeline.video.timeline import sample_indices
 
 W, H = 96, 64  # synthetic video size
 WHOLE = np.array([0, 0, W, H], np.float32)  # a box of the whole synthetic frame, in its own pixels
@@ -271,6 +268,57 @@ def test_crop_puts_content_where_the_box_says():
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (20, 39, 20, 39)
 
 
+def textured_frame(w: int = 320, h: int = 240) -> av.VideoFrame:
+    """A yuv420p frame of smooth colour (like video's chroma) over fine luma detail."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx * 200 // w + 20, yy * 200 // h + 20, 128 + 80 * np.sin(xx / 9) * np.cos(yy / 13)], -1)
+    rgb = rgb + 40 * np.sin((xx + 2 * yy) / 3)[..., None]
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+
+
+@pytest.mark.parametrize("size", [250, 254, 256])
+@pytest.mark.parametrize("box", [(40, 20, 280, 220), (-60, -40, 200, 200), (200, 100, 400, 300)])
+def test_fast_path_equals_the_rgb_path_at_sizes_of_2_mod_4(size, box):
+    """S = 2 (mod 4): the chroma planes are (S/2, S/2) with S/2 odd, written into the flat I420 buffer."""
+    frame = textured_frame()
+    assert _fast_path(frame)
+    fast = crop_frame(frame, box, size)
+    reference = crop_resize_rgb(frame.to_ndarray(format="rgb24"), box, size)  # convert all, then crop
+    assert fast.shape == (size, size, 3) and fast.dtype == np.uint8
+    assert psnr(fast, reference) > 35  # the tolerance of the real-sample test at 256
+
+
+def yuv_rgb(y: int, u: int, v: int) -> np.ndarray:
+    """(3,) uint8: one limited-range BT.601 YUV colour in RGB, by OpenCV's own I420 conversion."""
+    i420 = np.array([[y, y], [y, y], [u, v]], np.uint8)  # (3, 2): 2x2 luma, then one U and one V
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)[0, 0]
+
+
+@pytest.mark.parametrize("size", [16, 18, 22, 30, 34, 128, 250, 254])
+def test_chroma_quadrants_land_where_the_box_says_at_any_even_size(size):
+    """Four colours in the quadrants of a 4:2:0 frame come out in the quadrants of the crop."""
+    y = np.full((80, 80), 120, np.uint8)
+    u, v = np.empty((40, 40), np.uint8), np.empty((40, 40), np.uint8)
+    colours = {(0, 0): (60, 200), (0, 1): (200, 60), (1, 0): (90, 90), (1, 1): (170, 170)}  # (U, V)
+    for (r, c), (cu, cv) in colours.items():
+        u[r * 20: (r + 1) * 20, c * 20: (c + 1) * 20] = cu
+        v[r * 20: (r + 1) * 20, c * 20: (c + 1) * 20] = cv
+    out = crop_resize_i420(y, u, v, (0, 0, 80, 80), size)
+    assert out.shape == (size, size, 3)
+    h, m = size // 2, 3  # quadrant side, margin kept from the boundary (where colours mix)
+    for (r, c), (cu, cv) in colours.items():
+        quadrant = out[r * h + m * r: (r + 1) * h - m * (1 - r), c * h + m * c: (c + 1) * h - m * (1 - c)]
+        assert np.abs(quadrant.astype(int) - yuv_rgb(120, cu, cv)).max() <= 2, (r, c)
+
+
+@pytest.mark.parametrize("size", [250, 254])
+def test_decode_clip_at_a_size_of_2_mod_4(tmp_path, size):
+    path = write_video(tmp_path / "v.avi", 20)
+    clip = decode_clip(path, WHOLE, size=size, frames=4, box_frame_size=(W, H))
+    assert clip.frames.shape == (4, size, size, 3) and numbers(clip) == clip.frame_index.tolist()
+
+
 # ---------------------------------------------------------------- decode_clip on synthetic videos
 
 
@@ -456,6 +504,96 @@ def test_bad_arguments(tmp_path, kwargs):
         decode_clip(tmp_path / "v.avi", None, **kwargs)
 
 
+# ---------------------------------------------------------------- damaged streams
+
+
+def chunk_spans(path: Path) -> list[tuple[int, int]]:
+    """(start, stop) bytes of each frame's chunk (8-byte header, then data), in frame order, by its index."""
+    with av.open(str(path)) as container:
+        return [(e.pos, e.pos + 8 + e.size) for e in container.streams.video[0].index_entries]
+
+
+def overwrite(path: Path, out: Path, spans, seed: int = 0) -> Path:
+    """A copy of `path` with each (start, stop) byte span overwritten by fixed random bytes (as dd would)."""
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    for start, stop in spans:
+        data[start:stop] = rng.bytes(stop - start)
+    out.write_bytes(bytes(data))
+    return out
+
+
+def wreck(path: Path, out: Path, frames, part: str) -> Path:
+    """Overwrite the whole chunk of each frame ("chunk": the demuxer loses it) or the last two thirds of
+    its data ("data": it is read, and decodes to garbage or not at all)."""
+    spans = chunk_spans(path)
+    if part == "data":
+        spans = [(a + 8 + (b - a - 8) // 3, b) for a, b in spans]
+    return overwrite(path, out, [spans[f] for f in frames])
+
+
+def assert_true_to_content(clip, count: int, frames: int | None):
+    """Every stored frame is the frame its frame_index says; the others are the ones sampled."""
+    assert numbers(clip) == clip.frame_index.tolist()
+    wanted = np.arange(count) if frames is None else sample_indices(count, frames)
+    assert np.array_equal(clip.frame_index[~clip.replaced], wanted[~clip.replaced])
+    assert clip.num_source_frames == count
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("frames", [16, None])
+def test_lost_chunks_do_not_shift_the_frames_after_them(tmp_path, codec, frames):
+    """The demuxer skips unreadable chunks and its pts count the chunks it found; the index keeps
+    every frame's number, and frames 20-22 and those predicted from them are replaced by good ones.
+
+    (With B-frames, frames shown around a lost one cannot be placed, and are bad too.)
+    """
+    path = wreck(write_video(tmp_path / "v.avi", 60, codec), tmp_path / "d.avi", [20, 21, 22], "chunk")
+    clip = decode_clip(path, WHOLE, size=32, frames=frames, box_frame_size=(W, H))
+    assert_true_to_content(clip, 60, frames)
+    wanted = np.arange(60) if frames is None else sample_indices(60, 16)
+    assert {20, 21, 22} & set(wanted.tolist()) <= set(wanted[clip.replaced].tolist())
+    assert set(wanted[clip.replaced].tolist()) <= set(range(17, 24))  # up to the next keyframe, 24
+    assert "not in the stream" in clip.note and "replaced" in clip.note
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_corrupt_frame_and_those_predicted_from_it_are_replaced(tmp_path, codec):
+    path = wreck(write_video(tmp_path / "v.avi", 60, codec), tmp_path / "d.avi", [26], "data")
+    clip = decode_clip(path, WHOLE, size=32, frames=None, box_frame_size=(W, H))
+    assert_true_to_content(clip, 60, None)
+    replaced = set(np.flatnonzero(clip.replaced).tolist())
+    if codec == "mpeg4":  # I/P: frame 26 and every frame after it up to keyframe 36
+        assert replaced == set(range(26, 36))
+    else:  # with B-frames, decode order (the damage's) is not display order: within the same GOP
+        assert len(replaced) >= 8 and replaced <= set(range(24, 36))
+    assert f"replaced {len(replaced)} of the 60 frames needed" in clip.note
+
+
+@pytest.mark.parametrize("frames", [16, None])
+def test_more_than_a_fifth_of_the_frames_bad_fails_the_sample(tmp_path, frames):
+    path = wreck(write_video(tmp_path / "v.avi", 60), tmp_path / "d.avi", [13, 40], "data")
+    with pytest.raises(VideoDecodeError, match="frames needed are corrupt or missing") as e:
+        decode_clip(path, WHOLE, size=32, frames=frames, box_frame_size=(W, H))
+    assert_names_file(e.value, path)
+    assert e.value.frame == 13
+    assert ("5 of the 16" if frames else "19 of the 60") in str(e.value)  # 13-23 and 40-47: two GOPs
+
+
+@pytest.mark.parametrize("keep_index", [True, False])
+def test_one_readable_frame_fails(tmp_path, keep_index):
+    """Every chunk after the first unreadable: with the index the frames are known lost; without it,
+    the unreadable bytes where they were still tell a damaged file from a truncated one."""
+    source = write_video(tmp_path / "v.avi", 60)
+    data = source.read_bytes()
+    end = data.rindex(b"idx1") if keep_index else len(data)
+    path = overwrite(source, tmp_path / "d.avi", [(chunk_spans(source)[1][0], end)])
+    for frames in (16, None):
+        with pytest.raises(VideoDecodeError, match="corrupt or missing") as e:
+            decode_clip(path, WHOLE, size=32, frames=frames, box_frame_size=(W, H))
+        assert_names_file(e.value, path)
+
+
 # ---------------------------------------------------------------- the real samples
 
 
@@ -548,3 +686,123 @@ def test_yuv_crop_is_close_to_the_naive_rgb_path(videos, a001_box, name, box):
 
     naive, _ = plain_crops(path, clip.frame_index.tolist(), naive_crop)
     assert psnr(clip.frames, naive) > 35
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [250, 254, 256])
+def test_real_sizes_of_2_mod_4_are_close_to_the_rgb_path(videos, a001_box, size):
+    for name in (A001, DIVX):
+        path = videos / f"{name}_rgb.avi"
+        clip = decode_clip(path, a001_box[1], size=size, frames=8)
+        box = snap_box(clip.box)
+
+        def convert_all_then_crop(frame, box=box):
+            return crop_resize_rgb(frame.to_ndarray(format="rgb24"), box, size)
+
+        reference, _ = plain_crops(path, clip.frame_index.tolist(), convert_all_then_crop)
+        assert clip.frames.shape == (8, size, size, 3) and psnr(clip.frames, reference) > 35
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [A001, DIVX])
+@pytest.mark.parametrize("frames", [32, None])
+def test_real_clean_video_is_stored_as_a_full_decode(videos, a001_box, name, frames):
+    """Undamaged videos: the frames and frame numbers of decoding every frame, nothing replaced."""
+    path = videos / f"{name}_rgb.avi"
+    clip = decode_clip(path, a001_box[1], frames=frames)
+    _, count = plain_crops(path, [], None)
+    wanted = np.arange(count) if frames is None else sample_indices(count, frames)
+    full, _ = plain_crops(path, wanted.tolist(), lambda f: crop_frame(f, snap_box(clip.box), 256))
+    assert np.array_equal(clip.frame_index, wanted) and np.array_equal(clip.frames, full)
+    assert not clip.replaced.any() and clip.note == "" and clip.num_source_frames == count
+
+
+@pytest.fixture(scope="module")
+def divx_every_frame(videos) -> np.ndarray:
+    """(67, 64, 64, 3): the clean DIVX original's every frame, fallback box, the oracle for damage."""
+    return decode_clip(videos / f"{DIVX}_rgb.avi", None, size=64, frames=None).frames
+
+
+def damaged_divx(videos, tmp_path, at: float | int, nbytes: int) -> Path:
+    """The DIVX original with `nbytes` random bytes written at byte `at` (an int) or at that share."""
+    source = videos / f"{DIVX}_rgb.avi"
+    start = at if isinstance(at, int) else int(source.stat().st_size * at)
+    return overwrite(source, tmp_path / f"{DIVX}_rgb.avi", [(start, start + nbytes)])
+
+
+@pytest.mark.slow
+def test_real_divx_200kb_hit_stores_frames_under_their_own_numbers(videos, tmp_path, divx_every_frame):
+    """The issue's repro (dd bs=1024 count=200 seek=10): frame 0 concealed, chunks 1-3 lost, 4-11
+    predicted from them. Before: 64 frames numbered 0-63, frames 4-31 of the clip 3 frames off."""
+    clip = decode_clip(damaged_divx(videos, tmp_path, 10 * 1024, 200 * 1024), None, size=64)
+    assert np.array_equal(clip.frames, divx_every_frame[clip.frame_index])  # each is the frame it says
+    wanted = sample_indices(67, 32)
+    assert clip.num_source_frames == 67
+    assert wanted[clip.replaced].tolist() == [1, 3, 5, 7, 9, 11]  # 6 of 32: within the 20% rule
+    assert clip.frame_index[clip.replaced].tolist() == [12] * 6  # the first good frame, keyframe 12
+    assert np.array_equal(clip.frame_index[~clip.replaced], wanted[~clip.replaced])
+    assert "3 of 67 frames not in the stream" in clip.note and "replaced 6 of the 32" in clip.note
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frames", [32, None])
+def test_real_divx_20kb_hit_replaces_the_frames_with_artefacts(videos, tmp_path, divx_every_frame, frames):
+    """20 KB at 40% of the file: frame 25 concealed (flagged corrupt), 26-35 predicted from it with
+    visible blocks, none flagged. Before: stored with no note."""
+    clip = decode_clip(damaged_divx(videos, tmp_path, 0.4, 20 * 1024), None, size=64, frames=frames)
+    assert np.array_equal(clip.frames, divx_every_frame[clip.frame_index])
+    wanted = np.arange(67) if frames is None else sample_indices(67, 32)
+    bad = [j for j in wanted.tolist() if 25 <= j <= 35]
+    assert wanted[clip.replaced].tolist() == bad
+    assert clip.frame_index[clip.replaced].tolist() == [24 if j <= 30 else 36 for j in bad]  # nearest good
+    assert f"replaced {len(bad)} of the {len(wanted)}" in clip.note
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep_index", [True, False])
+def test_real_divx_with_one_readable_frame_of_67_fails(videos, tmp_path, keep_index):
+    source = videos / f"{DIVX}_rgb.avi"
+    data = source.read_bytes()
+    end = data.rindex(b"idx1") if keep_index else len(data)
+    path = overwrite(source, tmp_path / f"{DIVX}_rgb.avi", [(chunk_spans(source)[1][0], end)])
+    for frames in (32, None):
+        with pytest.raises(VideoDecodeError, match="of the .* frames needed are corrupt or missing") as e:
+            decode_clip(path, None, size=64, frames=frames)
+        assert_names_file(e.value, path)
+
+
+@pytest.mark.slow
+def test_real_h264_damage_fails_where_its_only_keyframe_leaves_no_clean_frame(videos, tmp_path):
+    """A001's re-encode has one keyframe: every frame decoded after the damage is predicted from it."""
+    source = videos / f"{A001}_rgb.avi"
+    start = int(source.stat().st_size * 0.4)
+    path = overwrite(source, tmp_path / f"{A001}_rgb.avi", [(start, start + 20 * 1024)])
+    with pytest.raises(VideoDecodeError, match="26 of the 32 frames needed are corrupt or missing") as e:
+        decode_clip(path, None, size=64)
+    assert_names_file(e.value, path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [DIVX, A001])
+def test_real_random_damage_is_never_stored_as_a_clean_frame(videos, tmp_path, name):
+    """Random hits of 16 B to 100 KB: each clip either fails or stores only clean frames, each the
+    frame its frame_index says (the oracle: the clean video's every frame)."""
+    source = videos / f"{name}_rgb.avi"
+    clean = decode_clip(source, None, size=32, frames=None).frames
+    data = source.read_bytes()
+    movi, idx1 = data.index(b"movi"), data.rindex(b"idx1")
+    rng = np.random.default_rng(7)
+    outcomes = []
+    for trial in range(8):
+        nbytes = int(rng.choice([16, 2048, 20480, 102400]))
+        start = int(rng.integers(movi, idx1 - nbytes))
+        path = overwrite(source, tmp_path / f"{trial}.avi", [(start, start + nbytes)], seed=trial)
+        for frames in (32, None):
+            try:
+                clip = decode_clip(path, None, size=32, frames=frames)
+            except VideoDecodeError:
+                outcomes.append("failed")
+                continue
+            assert np.array_equal(clip.frames, clean[clip.frame_index]), (start, nbytes, frames, clip.note)
+            outcomes.append("replaced" if clip.replaced.any() else "ok")
+    assert len(outcomes) == 16 and (name == A001 or "replaced" in outcomes), outcomes

@@ -4,63 +4,62 @@ Usage:
     clip = decode_clip("S001C001P001R001A001_rgb.avi", box, size=256, frames=32)
     clip.frames             # (32, 256, 256, 3) uint8 RGB, the crop of each sampled frame
     clip.frame_index        # (32,) int32, which source frame each one is (0-based, display order)
+    clip.replaced           # (32,) bool, stand-ins for damaged frames (frame_index: the one stored)
     clip.num_source_frames  # frames the video holds; clip.header_frames what its container declared
     clip.box                # (4,) float32, the region cropped, in the video's own pixels
     decode_clip(path, box, frames=None)   # every frame, up to the first 300
 
-`box` is in colour-camera pixels (1920x1080, what `skeleton/color_xy` holds; see `crop.py`) and is
-scaled to the video's actual size, so resized mirrors crop the same part of the scene. box=None crops
-`fallback_crop_box` and says so in the note.
+The PyAV driver: which packets are which frames, which to decode, which came out damaged (a kept
+frame's pixels are `pixels.py`'s). `box` is in colour-camera pixels (1920x1080, `skeleton/color_xy`;
+`crop.py`), scaled to the video's size; None crops `fallback_crop_box`, with a note. The decoder is
+single-threaded: one process per core is the parallelism (callers: `cv2.setNumThreads(1)` too).
 
-How a clip is made (one process per core is the parallelism: the decoder runs single-threaded; a
-caller that runs several processes should also call `cv2.setNumThreads(1)` once per process):
-
-1. Every packet of the video stream is read first (demuxing costs ~1% of decoding; the packets of one
-   NTU video are 1-15 MB). Their count is the frame count: the container header's `frames` is recorded
-   (`header_frames`) but not trusted (a truncated file keeps its header; some containers have none).
-   A truncated last packet (flagged corrupt by the demuxer) is dropped, with a note.
-2. The T frame numbers are `sample_indices(count, T)`. Packets are decoded in order and feeding stops
-   after the last frame needed (for T = 32 that saves the last 1-4 frames; the count is then the
-   packet count). For MPEG-4 Part 2 (the original NTU DIVX files: I and P frames, a keyframe every 12
-   frames), packets after the last needed frame of a GOP are not decoded at all: decoding resumes at
-   the next keyframe, which gives bit-identical frames and skips 6-35% of the decoding for T = 32
-   (more for longer videos). Streams with B-frames (H.264 re-encodes) are decoded throughout.
-3. Only the sampled frames are converted: the box (`snap_box`: grown to a 4-pixel grid) is cut from
-   the Y, U and V planes of the decoded YUV 4:2:0 frame (no copy), each plane resized with INTER_AREA
-   (`area_resize`), and only then converted to RGB (BT.601 limited range, what swscale and OpenCV use
-   for these files). Pixels of the box outside the image are black. Other pixel formats (full-range
-   or BT.709 YUV, 4:2:2...) go through FFmpeg's full RGB conversion first, which is slower.
-4. Where the decoder's frames and the packets disagree (a damaged stream: fewer frames came out), the
-   frames are re-sampled from the frames it did yield, in a second decoding pass, with a note. In a
-   truncated stream with B-frames the few frames still held for reordering at the cut are dropped
-   (the cut can remove B-frames shown before them, and an AVI has no timestamps that place them).
-
-A video with fewer than T frames repeats frames (see `sample_indices`) and says so in the note; that is
-not an error. Files that cannot be opened, hold no video stream or no decodable frame, or on which the
-decoder fails, raise `VideoDecodeError` naming the file (and the frame, where one is known).
+1. Every packet is read first (~1% of the cost). Its frame number is its entry in the container's own
+   index (AVI idx1, MP4 sample table; matched by byte position), else its place in the stream, never
+   its timestamp: AVI pts count the chunks the demuxer found (one lost to damage shifts all later
+   ones) and, with B-frames, follow decode order. The count is the index's length, else the packets'.
+2. The frames kept are `sample_indices(count, T)`; feeding stops after the last one needed, and in
+   MPEG-4 Part 2 (the NTU DIVX originals: I/P frames, a keyframe every 12) packets after the last
+   needed frame of a GOP are not decoded (bit-identical; 6-35% less decoding for T = 32). A packet's
+   place, set as its pts, comes back on its frame. An I/P frame is its packet's number; with B-frames
+   (H.264 re-encodes) a frame is its rank in output (display) order plus the frames lost before the
+   last keyframe out (what is decoded before a keyframe shows before it), and is not placed if a loss
+   lies between that keyframe and the packet fed when it came out (nor if held at a truncation).
+3. A frame is bad when missing (not in the stream, rejected by the decoder, never output), flagged
+   corrupt (`frame.is_corrupt`: FFmpeg's concealment ran or a reference was missing), decoded after a
+   bad frame before the next keyframe (prediction carries the damage; FFmpeg flags only the frame it
+   hit), or not placed. More than MAX_BAD_SHARE (20%) of the frames needed bad fails the sample
+   (VideoDecodeError: file, count, frames). Fewer are each replaced by the nearest good frame decoded
+   (the earlier on a tie): `frame_index` records the frame stored (a skeleton taken there stays
+   aligned), `replaced` and the note say which. frames=None: the same rule over every frame kept. 20%
+   keeps a video with one damaged GOP of the originals (12 frames, 0.4 s: at most 6 of 32 in a video
+   of 64 frames or more) and fails two, or a mostly unreadable video. A truncated file (no index of
+   what is lost, no unreadable bytes where it was) and a video shorter than T are sampled over the
+   frames they hold (repeating frames, `sample_indices`), with a note.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from ..errors import VideoDecodeError
 from .crop import COLOR_FRAME_SIZE, fallback_crop_box, scale_box
+from .pixels import crop_frame, snap_box
+from .timeline import MAX_FRAMES, frame_ranges, frames_wanted, nearest_good
 
-MAX_FRAMES = 300  # the store's time axis: frames=None keeps at most this many (NTU videos have <= 300)
 DEFAULT_FRAMES = 32
 DEFAULT_SIZE = 256
+MAX_BAD_SHARE = 0.2  # a larger share of bad frames among those needed fails the sample (see 3.)
 
 # Codecs whose keyframes are intra-coded and whose I/P streams can be resumed at any keyframe: the GOP
 # skip is used only for these (and only while the decoder outputs one frame per packet, no B-frames).
 _GOP_SKIP_CODECS = frozenset({"mpeg4"})
-_BLACK_YUV = (16, 128, 128)  # limited-range black in Y, U, V
 _PICT_B = 3  # AV_PICTURE_TYPE_B (PyAV 18 gives frame.pict_type as a plain int)
 
 
@@ -70,13 +69,14 @@ class Clip:
 
     frames:            (T, S, S, 3) uint8 RGB
     frame_index:       (T,) int32, the source frame (0-based, display order) of each stored frame
-    num_source_frames: frames the video stream holds
+    num_source_frames: frames the video stream holds (damaged ones included)
     header_frames:     frames the container header declares (0 when it does not say)
     box:               (4,) float32 x0, y0, x1, y1 cropped, in the video's own pixels (`snap_box`:
                        on a 4-pixel grid; may extend past the image, where the crop is black)
     video_size:        (width, height) of the video
     note:              what a user may want to know ('' when nothing): repeated frames, fallback box,
-                       header/content mismatch, truncation
+                       header/content mismatch, truncation, damaged frames and their stand-ins
+    replaced:          (T,) bool, stored frames standing in for a bad one (frame_index: the stand-in)
     """
 
     frames: np.ndarray
@@ -86,124 +86,7 @@ class Clip:
     box: np.ndarray
     video_size: tuple[int, int]
     note: str
-
-
-def sample_indices(num_frames: int, t: int) -> np.ndarray:
-    """(t,) int64: t frame numbers spread evenly over num_frames, the centre of t equal segments.
-
-    Frame i of the result is floor((i + 1/2) * num_frames / t). With num_frames >= t every index is
-    distinct; a video shorter than t repeats frames in order, each source frame floor(t/num_frames) or
-    ceil(t/num_frames) times (nearest-neighbour stretching of time); num_frames == t is every frame.
-    "Every frame" (t None) is the caller's: `decode_clip(frames=None)`.
-    """
-    if num_frames < 1 or t < 1:
-        raise ValueError(f"need num_frames >= 1 and t >= 1, got {num_frames} and {t}")
-    i = np.arange(t, dtype=np.int64)
-    return (2 * i + 1) * num_frames // (2 * t)
-
-
-def snap_box(box: np.ndarray) -> tuple[int, int, int, int]:
-    """The integer box actually cropped: (4,) float x0, y0, x1, y1 grown to edges on a 4-pixel grid.
-
-    Even edges put the chroma planes of 4:2:0 video (half resolution) on the luma grid; multiples of 4
-    let every plane be halved exactly (`area_resize`).
-    """
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not all(np.isfinite([x0, y0, x1, y1])) or x1 <= x0 or y1 <= y0:
-        raise ValueError(f"box must be finite with x1 > x0 and y1 > y0, got {list(box)}")
-    x0i, y0i = 4 * int(np.floor(x0 / 4)), 4 * int(np.floor(y0 / 4))
-    x1i, y1i = 4 * int(np.ceil(x1 / 4)), 4 * int(np.ceil(y1 / 4))
-    return x0i, y0i, max(x1i, x0i + 4), max(y1i, y0i + 4)
-
-
-def area_resize(image: np.ndarray, side: int) -> np.ndarray:
-    """(side, side, ...) INTER_AREA resize of an (h, w, ...) image, halving it exactly first when >= 3x.
-
-    OpenCV's INTER_AREA is fast for exact integer factors and costs ~2-4 ns per source pixel otherwise
-    (1 ms for a 592-pixel crop, 3 ms for a 1080-pixel one). An exact 2x2 mean first makes large crops
-    ~3x cheaper, and from a factor of 3 up it stays within ~46-52 dB of the one-step result (measured on
-    the real samples); between 2x and 3x it would cost 4-6 dB, so those crops are resized in one step.
-    """
-    h, w = image.shape[:2]
-    if h >= 3 * side and w >= 3 * side and h % 2 == 0 and w % 2 == 0:
-        image = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
-
-
-def _cut(plane: np.ndarray, x0: int, y0: int, x1: int, y1: int, fill) -> np.ndarray:
-    """plane[y0:y1, x0:x1], a view where the box is inside the plane, else padded with `fill`."""
-    h, w = plane.shape[:2]
-    if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
-        return plane[y0:y1, x0:x1]
-    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if ix0 >= ix1 or iy0 >= iy1:  # the box misses the image
-        return np.full((y1 - y0, x1 - x0) + plane.shape[2:], fill, plane.dtype)
-    return cv2.copyMakeBorder(
-        plane[iy0:iy1, ix0:ix1], iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1, cv2.BORDER_CONSTANT, value=fill
-    )
-
-
-def crop_resize_i420(
-    y: np.ndarray, u: np.ndarray, v: np.ndarray, box: tuple[int, int, int, int], size: int,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """(size, size, 3) uint8 RGB: the box of a YUV 4:2:0 frame, resized, then converted.
-
-    y: (H, W) uint8; u, v: (ceil(H/2), ceil(W/2)) uint8; box: even integers x0, y0, x1, y1 in luma
-    pixels (`snap_box` gives multiples of 4), possibly past the image (padded black); size even.
-    Each plane is resized (`area_resize`) before the BT.601 limited-range YUV->RGB conversion, about
-    4x cheaper than converting the whole frame first. `out`, if given, is the (size, size, 3) uint8
-    array written.
-    """
-    x0, y0, x1, y1 = box
-    i420 = np.empty((size * 3 // 2, size), np.uint8)  # (3S/2, S): Y, then U and V as S/4 rows each
-    i420[:size] = area_resize(_cut(y, x0, y0, x1, y1, _BLACK_YUV[0]), size)
-    half, quarter = size // 2, size // 4
-    for k, plane in enumerate((u, v)):
-        c = area_resize(_cut(plane, x0 // 2, y0 // 2, x1 // 2, y1 // 2, _BLACK_YUV[1 + k]), half)
-        i420[size + k * quarter: size + (k + 1) * quarter] = c.reshape(quarter, size)
-    if out is None:
-        return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
-    cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420, dst=out)
-    return out
-
-
-def crop_resize_rgb(rgb: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """(size, size, 3) uint8: the box of an (H, W, 3) uint8 image, padded black past it, `area_resize`d."""
-    x0, y0, x1, y1 = box
-    return area_resize(_cut(rgb, x0, y0, x1, y1, (0, 0, 0)), size)
-
-
-def _plane(frame: av.VideoFrame, k: int) -> np.ndarray:
-    """(height, width) uint8 view of plane k of a decoded frame, no copy."""
-    p = frame.planes[k]
-    rows = np.frombuffer(p, np.uint8, count=p.line_size * p.height).reshape(p.height, p.line_size)
-    return rows[:, : p.width]
-
-
-def _fast_path(frame: av.VideoFrame) -> bool:
-    """Whether the frame's YUV may be cropped as 4:2:0 limited-range BT.601 (all NTU files)."""
-    return (
-        frame.format.name == "yuv420p"
-        and frame.color_range != 2  # 2 = full ("JPEG") range
-        and frame.colorspace in (2, 5, 6)  # unspecified, BT.470BG, SMPTE 170M: BT.601 matrices
-    )
-
-
-def crop_frame(
-    frame: av.VideoFrame, box: tuple[int, int, int, int], size: int, out: np.ndarray | None = None
-) -> np.ndarray:
-    """(size, size, 3) uint8 RGB: the snapped box (`snap_box`, video pixels) of a decoded frame, resized.
-
-    `out`, if given, is the (size, size, 3) uint8 array written (and returned).
-    """
-    if _fast_path(frame):
-        return crop_resize_i420(_plane(frame, 0), _plane(frame, 1), _plane(frame, 2), box, size, out)
-    crop = crop_resize_rgb(frame.to_ndarray(format="rgb24"), box, size)
-    if out is None:
-        return crop
-    out[...] = crop
-    return out
+    replaced: np.ndarray
 
 
 def _open(path: Path):
@@ -226,23 +109,64 @@ def _open(path: Path):
     return container, stream
 
 
-def _read_packets(path: Path, container, stream) -> tuple[list[av.Packet], str]:
-    """Every non-empty packet of the stream in decode order, and a note ('' or why one was dropped)."""
-    packets = []
+@dataclass(frozen=True, eq=False)
+class _Stream:
+    """The packets of the video stream and the frames they are (`_read_stream`).
+
+    packets: P packets, in decode order; numbers: (P,) int64, their frame numbers (decode order,
+    increasing; a gap is a lost frame); count: frames in the stream, lost ones included; cut: the
+    stream ends early (truncated) with no index of what is lost; notes: what reading found.
+    """
+
+    packets: list
+    numbers: np.ndarray
+    count: int
+    cut: bool
+    notes: tuple[str, ...]
+
+
+def _read_stream(path: Path, container, stream, header: int) -> _Stream:
+    """Every non-empty packet of the stream, numbered by the container's index where it has one."""
+    # The index as the file declares it, before demuxing adds what it reads; AVI's idx1 points at a
+    # chunk's 8-byte header, MP4's at the sample itself.
+    entries = {e.pos: r for r, e in enumerate(stream.index_entries)}
+    declared = len(stream.index_entries)
+    packets, notes = [], []
     try:
         for packet in container.demux(stream):
             if packet.size:  # the demuxer's final empty packet means end of stream, not a frame
                 packets.append(packet)
     except av.error.FFmpegError as e:
         raise VideoDecodeError(path, len(packets), f"demuxing failed: {e}") from e
-    if packets and packets[-1].is_corrupt:
+    numbers = np.array([entries.get(p.pos, entries.get(p.pos - 8, -1)) for p in packets], np.int64)
+    found = numbers[numbers >= 0]  # the index is the file's own if it covers the stream, in order
+    by_index = declared >= len(packets) and 2 * len(found) >= len(packets) and np.all(np.diff(found) > 0)
+    numbers, count = (numbers, declared) if by_index else (np.arange(len(packets)), len(packets))
+    truncated = bool(packets) and packets[-1].is_corrupt
+    if truncated:  # the file ends inside this packet: no frame from here on
         packets.pop()
-        return packets, f"last packet (frame {len(packets)}) truncated, dropped"
-    return packets, ""
+        count, numbers = (int(numbers[-1]) if numbers[-1] >= 0 else count), numbers[:-1]
+        notes.append(f"last packet (frame {count}) truncated, dropped")
+    if (numbers < 0).any():  # chunks the demuxer found in damaged data, where the index has none
+        notes.append(f"{int((numbers < 0).sum())} packets not in the container's index, ignored")
+        packets = [p for p, n in zip(packets, numbers, strict=True) if n >= 0]
+        numbers = numbers[numbers >= 0]
+    if not packets:
+        raise VideoDecodeError(path, 0, "no video packets (empty or truncated stream)")
+    if header > count and packets[-1].pos > 0:
+        # A truncated file lacks the bytes of its lost frames; a damaged one holds them, unreadable.
+        unread = path.stat().st_size - packets[-1].pos - packets[-1].size
+        if 2 * unread * len(packets) >= (header - count) * sum(p.size for p in packets):
+            count = header  # the frames past the last packet read are lost
+    missing = np.setdiff1d(np.arange(count), numbers)
+    if len(missing):
+        notes.append(f"{len(missing)} of {count} frames not in the stream (decode order "
+                     f"{frame_ranges(missing)})")
+    return _Stream(packets, numbers, count, header > count or truncated, tuple(notes))
 
 
 def _gop_needed(packets: list[av.Packet], wanted: np.ndarray) -> np.ndarray:
-    """(P,) bool: packets that must be decoded for the wanted frames if each GOP restarts at its keyframe."""
+    """(P,) bool: packets that must be decoded for the wanted packets if each GOP restarts at its keyframe."""
     key = np.array([p.is_keyframe for p in packets], bool)
     key[0] = True
     gop_start = np.maximum.accumulate(np.where(key, np.arange(len(packets)), 0))  # (P,)
@@ -252,65 +176,159 @@ def _gop_needed(packets: list[av.Packet], wanted: np.ndarray) -> np.ndarray:
     return needed
 
 
-def _decode_into(
-    path: Path, stream, packets: list[av.Packet], dest: dict[int, np.ndarray], box, size: int,
-    skip_gops: bool, truncated: bool,
-) -> tuple[int, int, bool, int]:
-    """Decode `packets` in order, cropping frame j (display number) into dest[j], a (S, S, 3) array.
+class _SkipMismatch(Exception):
+    """A GOP skip landed on a stream where packets and frames do not pair up; decode without skipping."""
 
-    Returns (frames of dest written, frames output, whether every packet was fed to the decoder,
-    frames dropped at the end). Numbering is by output order, which is display order (AVI timestamps
-    of B-frame streams are not). In a truncated stream with B-frames, the frames still held for
-    reordering at the end are dropped: the cut may have removed B-frames shown before them, and
-    nothing in an AVI tells where they belong. Raises _SkipMismatch where a GOP skip met a stream that
-    is not one packet = one frame.
+
+@dataclass(frozen=True, eq=False)
+class _Pass:
+    """What one decoding pass kept (`_decode_pass`).
+
+    frames: (T, S, S, 3) uint8 crops of `index` (T,) int64; a slot is valid only where its frame is
+    in `cropped`; good: (G,) int64, sorted, every good frame decoded; end: 1 + the last frame placed
+    (0: none); fed_all: every packet was fed (else feeding stopped after the last frame needed);
+    damaged: the bad frames seen (needed or not); error: the first decoder error ('' if none).
     """
-    cc = stream.codec_context
-    last = max(dest)
-    needed = _gop_needed(packets, np.array(sorted(dest))) if skip_gops else None
-    written = 0
-    out = 0  # display number of the next frame out
-    skipped_since_decode = False
-    one_to_one = True  # every packet so far gave exactly one frame at once (no reordering delay)
 
-    def take(frames) -> None:
-        nonlocal out, written
+    frames: np.ndarray
+    index: np.ndarray
+    good: np.ndarray
+    cropped: frozenset[int]
+    end: int
+    fed_all: bool
+    damaged: tuple[int, ...]
+    error: str
+
+
+def _decode_pass(stream, st: _Stream, index: np.ndarray, box, size: int, skip_gops: bool) -> _Pass:
+    """Decode the packets in order, cropping the frames of `index` as they come out (see 2. and 3.);
+    _SkipMismatch where a GOP skip met a stream that is not one packet = one frame."""
+    cc = stream.codec_context
+    cc.flush_buffers()
+    stack = np.empty((len(index), size, size, 3), np.uint8)  # (T, S, S, 3)
+    first = {int(j): t for t, j in reversed(list(enumerate(index)))}  # frame -> its first slot
+    last, n_packets, numbers = max(first), len(st.packets), st.numbers
+    at = {int(n): k for k, n in enumerate(numbers)}
+    needed = _gop_needed(st.packets, [at[j] for j in sorted(first) if j in at]) if skip_gops else None
+    # A row per frame out: decode number (-1: untagged), display number, the packet being fed when it
+    # came out (n_packets: the final flush, + 1: drained after feeding stopped), corrupt, keyframe,
+    # and in a reordering stream the decode number of the last keyframe out (else None).
+    outs: list[tuple[int, int, int, bool, bool, int | None]] = []
+    writer: dict[int, int] = {}  # display number -> the row whose crop is in its slot
+    fed = np.zeros(n_packets, bool)
+    error, reorder, offset, last_key = "", False, 0, -1
+    skipped_since_decode, one_to_one = False, True  # one_to_one: each packet gave one frame at once
+
+    def take(frames, fed_at: int) -> None:
+        nonlocal reorder, offset, last_key
         for frame in frames:
             if skipped_since_decode and not frame.key_frame:
                 raise _SkipMismatch
-            if out in dest:
-                crop_frame(frame, box, size, dest[out])
-                written += 1
-            out += 1
+            d = int(numbers[frame.pts]) if frame.pts is not None and 0 <= frame.pts < n_packets else -1
+            if not reorder and (cc.has_b_frames or frame.pict_type == _PICT_B or outs and d < outs[-1][0]):
+                reorder, offset = True, outs[-1][1] + 1 - len(outs) if outs else 0
+            if reorder and frame.key_frame and d >= 0:
+                last_key, offset = d, d - sum(1 for row in outs if 0 <= row[0] < d)
+            n = len(outs) + offset if reorder else d
+            if n in first and n not in writer:
+                crop_frame(frame, box, size, stack[first[n]])
+                writer[n] = len(outs)
+            outs.append((d, n, fed_at, frame.is_corrupt, frame.key_frame, last_key if reorder else None))
 
-    for k, packet in enumerate(packets):
-        if out > last:
-            return written, out, False, 0
+    fed_all = True
+    for k, packet in enumerate(st.packets):
+        if (len(outs) + offset if reorder else outs[-1][1] + 1 if outs else 0) > last:  # next frame out
+            fed_all = False
+            break
         if needed is not None and one_to_one and k > 0 and not needed[k]:
-            out += 1  # a packet of an I/P stream is one frame
             skipped_since_decode = True
             continue
+        packet.pts, fed[k] = k, True  # the tag its frame carries out, through any reordering
         try:
             frames = cc.decode(packet)
         except av.error.FFmpegError as e:
-            raise VideoDecodeError(path, out, f"decoder error ({cc.name}): {e}") from e
+            error = error or f"decoder error ({cc.name}) at frame {numbers[k]}: {e}"
+            continue
         one_to_one = one_to_one and len(frames) == 1 and frames[0].pict_type != _PICT_B
         if skipped_since_decode and not one_to_one:
             raise _SkipMismatch
-        take(frames)
+        take(frames, k)
         skipped_since_decode = False
     try:
-        held = cc.decode(None)
+        take(cc.decode(None), n_packets if fed_all else n_packets + 1)
     except av.error.FFmpegError as e:
-        raise VideoDecodeError(path, out, f"decoder error while flushing: {e}") from e
-    if truncated and cc.has_b_frames:
-        return written, out, True, len(held)
-    take(held)
-    return written, out, True, 0
+        error = error or f"decoder error while flushing ({cc.name}): {e}"
+    good, damaged, end = _judge(st, fed, outs)
+    cropped = frozenset(n for n, i in writer.items() if i in good)
+    for t, j in enumerate(index):
+        if first[int(j)] != t and int(j) in cropped:  # a repeated frame of a short video
+            stack[t] = stack[first[int(j)]]
+    good_frames = np.array(sorted({outs[i][1] for i in good}), np.int64)
+    return _Pass(stack, index, good_frames, cropped, end, fed_all, damaged, error)
 
 
-class _SkipMismatch(Exception):
-    """A GOP skip landed on a stream where packets and frames do not pair up; decode without skipping."""
+def _judge(st: _Stream, fed: np.ndarray, outs: list) -> tuple[set[int], tuple[int, ...], int]:
+    """(the rows of `outs` that are good, the bad frames, 1 + the last frame placed) (see 3.)."""
+    out_of = {row[0]: i for i, row in reversed(list(enumerate(outs)))}  # decode number -> its first row
+    lost = set(range(st.count)).difference(st.numbers.tolist())
+    lost |= {n for n in st.numbers[fed].tolist() if n not in out_of}
+    spoiled, bad = False, np.zeros(st.count, bool)  # (count,) by decode number
+    for d in range(st.count):
+        i = out_of.get(d)
+        if i is not None and outs[i][4]:  # a keyframe: what follows is predicted from it, not before
+            spoiled = False
+        spoiled = bad[d] = spoiled or d in lost or (i is not None and outs[i][3])
+    open_ends = sorted(lost | ({st.count} if st.cut else set()))  # where a frame may be missing
+    placed = []
+    for d, _, fed_at, _, _, anchor in outs:
+        if anchor is None:  # no reordering: the packet's number is the frame's
+            placed.append(0 <= d < st.count)
+            continue
+        upto = st.numbers[fed_at] if fed_at < len(st.numbers) else np.inf
+        j = bisect_left(open_ends, anchor)
+        placed.append(fed_at <= len(st.numbers) and d >= 0 and (j == len(open_ends) or open_ends[j] > upto))
+    good = {i for i, (d, n, *_) in enumerate(outs) if placed[i] and 0 <= n < st.count and not bad[d]}
+    damaged = {n for i, (d, n, *_) in enumerate(outs) if placed[i] and bad[d]} | lost
+    end = 1 + max((row[1] for i, row in enumerate(outs) if placed[i]), default=-1)
+    return good, tuple(sorted(damaged)), end
+
+
+def _sample_pass(stream, st: _Stream, index: np.ndarray, box, size: int) -> _Pass:
+    """`_decode_pass` with the GOP skip where the codec allows it and it fits the stream."""
+    try:
+        return _decode_pass(stream, st, index, box, size, stream.codec_context.name in _GOP_SKIP_CODECS)
+    except _SkipMismatch:
+        return _decode_pass(stream, st, index, box, size, False)
+
+
+def _replace_bad(path: Path, stream, st: _Stream, run: _Pass, box, size: int):
+    """(frames, frame_index, replaced, note): the pass's crops, each bad one replaced by the nearest good
+    frame decoded; VideoDecodeError where none is good or more than MAX_BAD_SHARE are bad."""
+    index, frames, replaced = run.index.copy(), run.frames, np.zeros(len(run.index), bool)
+    bad = [t for t, j in enumerate(index) if int(j) not in run.cropped]
+    if not bad:
+        return frames, index, replaced, ""
+    why = f" ({run.error})" if run.error else ""
+    if not len(run.good):
+        raise VideoDecodeError(path, int(index[bad[0]]), f"no frame of {st.count} decoded cleanly{why}")
+    if len(bad) > MAX_BAD_SHARE * len(index):
+        raise VideoDecodeError(path, int(index[bad[0]]), (
+            f"{len(bad)} of the {len(index)} frames needed are corrupt or missing (more than "
+            f"{MAX_BAD_SHARE:.0%}): frames {frame_ranges(index[bad])}{why}"))
+    js = index[bad]
+    source = nearest_good(run.good, js)  # (B,)
+    slot = {int(j): t for t, j in reversed(list(enumerate(run.index))) if int(j) in run.cropped}
+    extra = np.array(sorted(set(source.tolist()) - set(slot)), np.int64)  # stand-ins not yet cropped
+    more = _sample_pass(stream, st, extra, box, size) if len(extra) else None
+    if more is not None and len(more.cropped) < len(extra):
+        raise VideoDecodeError(path, int(extra[0]), "a good frame decoded differently in a second pass")
+    pairs = [f"{j}->{r}" for j, r in zip(js.tolist(), source.tolist(), strict=True)]
+    for t, r in zip(bad, source.tolist(), strict=True):
+        frames[t] = frames[slot[r]] if r in slot else more.frames[int(np.searchsorted(extra, r))]
+        index[t], replaced[t] = r, True
+    shown = ", ".join(pairs[:12]) + (", ..." if len(pairs) > 12 else "")
+    return frames, index, replaced, (f"replaced {len(bad)} of the {len(index)} frames needed, corrupt or "
+                                     f"missing, by the nearest good frame: {shown}")
 
 
 def decode_clip(
@@ -331,7 +349,7 @@ def decode_clip(
     box_frame_size: (width, height) the box is given in; scaled to the video's own size
 
     Returns a Clip with frames (T, S, S, 3) uint8 RGB. Raises VideoDecodeError (file, frame, reason)
-    for a file that is empty, not a video, has no video stream, no decodable frame, or fails to decode.
+    for a file that is empty, not a video, without a video stream or good frame, or too damaged (3.).
     """
     path = Path(path)
     if size < 2 or size % 2:
@@ -347,47 +365,18 @@ def decode_clip(
             notes.append("no person box: cropped the centred square of the frame (fallback_crop_box)")
         video_box = snap_box(scale_box(box, box_frame_size, video_size))
         header = max(int(stream.frames or 0), 0)
-        packets, packet_note = _read_packets(path, container, stream)
-        if packet_note:
-            notes.append(packet_note)
-        if not packets:
-            raise VideoDecodeError(path, 0, "no video packets (empty or truncated stream)")
-
-        truncated = bool(packet_note) or header > len(packets)
-
-        def attempt(count: int, skip: bool) -> tuple[np.ndarray, np.ndarray, bool, int, bool]:
-            index = np.arange(min(count, MAX_FRAMES)) if frames is None else sample_indices(count, frames)
-            stack = np.empty((len(index), size, size, 3), np.uint8)  # (T, S, S, 3)
-            first = {int(j): t for t, j in reversed(list(enumerate(index)))}
-            dest = {j: stack[t] for j, t in first.items()}
-            stream.codec_context.flush_buffers()
-            written, out, fed_all, dropped = _decode_into(
-                path, stream, packets, dest, video_box, size, skip, truncated
-            )
-            if dropped and not any(n.startswith("truncated stream") for n in notes):
-                notes.append(f"truncated stream with B-frames: dropped the last {dropped} frames, "
-                             "which it cannot place")
-            complete = written == len(dest)
-            if complete:
-                for t, j in enumerate(index):
-                    if first[int(j)] != t:  # a repeated frame of a short video
-                        stack[t] = stack[first[int(j)]]
-            return stack, index, complete, out, fed_all
-
-        count = len(packets)
-        skip = stream.codec_context.name in _GOP_SKIP_CODECS
-        try:
-            stack, index, complete, out, fed_all = attempt(count, skip)
-        except _SkipMismatch:
-            stack, index, complete, out, fed_all = attempt(count, False)
-        if not complete or (fed_all and out != count):  # the decoder's frames and the packets differ
-            if out == 0:
-                raise VideoDecodeError(path, 0, f"no decodable frame in {count} packets")
-            notes.append(f"{count} packets but {out} decoded frames: sampled the decoded frames")
-            count = out
-            stack, index, complete, out, fed_all = attempt(count, False)
-            if not complete or (fed_all and out != count):
-                raise VideoDecodeError(path, out, f"a second pass decoded {out} frames, the first {count}")
+        st = _read_stream(path, container, stream, header)
+        notes.extend(st.notes)
+        count = st.count
+        run = _sample_pass(stream, st, frames_wanted(count, frames), video_box, size)
+        if st.cut and run.fed_all and 0 < run.end < count:  # B-frames held at the cut have no place
+            notes.append(f"truncated stream: its last {count - run.end} frames cannot be placed, "
+                         f"sampled the first {run.end}")
+            count = run.end
+            run = _sample_pass(stream, st, frames_wanted(count, frames), video_box, size)
+        stack, index, replaced, note = _replace_bad(path, stream, st, run, video_box, size)
+        if note or run.damaged:
+            notes.append(note or f"damaged frames {frame_ranges(run.damaged)}, none of them needed")
 
     if header and header != count:
         notes.append(f"container header declares {header} frames, the stream holds {count}")
@@ -403,4 +392,5 @@ def decode_clip(
         box=np.array(video_box, np.float32),
         video_size=video_size,
         note="; ".join(notes),
+        replaced=replaced,
     )
