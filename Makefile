@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 DEMO   ?= demo_out
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/rgb_codec.py
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/export_memory.py
+
+# Every CUDA path of training, checked and measured (bench/gpu_check.py); says so and exits 2 without CUDA.
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

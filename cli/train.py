@@ -1,25 +1,30 @@
-"""`ntu-train`: train and evaluate CC-DFARM and its baselines on a prepared store.
+"""`ntu-train`: train, evaluate and combine CC-DFARM and its baselines on a prepared store, and predict.
 
     ntu-train fit --store ntu60.zarr --protocol xsub --model ccdfarm --out runs/ccdfarm
     ntu-train fit ... --resume                       # continue runs/ccdfarm/last.pt exactly
-    ntu-train eval --checkpoint runs/ccdfarm/best.pt --store ntu60.zarr --protocol xsub --out runs/eval
+    ntu-train eval --checkpoint runs/ccdfarm/best.pt --store ntu60.zarr --protocol xsub --clips 10
+    ntu-train ensemble runs/hcn runs/i3d --out runs/late      # late fusion of saved scores
+    ntu-train predict --checkpoint runs/ccdfarm/best.pt --skeleton my.skeleton --video my_rgb.avi
+    ntu-train summary runs/* --plot curves.png
     torchrun --nproc-per-node 8 -m cli.train fit ... # DDP: one process per GPU (gloo on CPU)
 
-Options map onto `model.config.TrainConfig` (fit) and `evaluate_checkpoint` (eval); errors about the
-input are one-line messages.
+Options map onto `model.config.TrainConfig` (fit: its defaults are read from the dataclass, so the two
+cannot drift; recipe fields default to the model's recipe), `evaluate_checkpoint` (eval) and
+`model.recordings` (predict).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import click
 
 from cli.errors import CONTEXT, user_errors
+from cli.results import ensemble_command, summary_command
 from model import MODEL_NAMES
-from model.config import OPTIMIZERS, TrainConfig, default_device, default_workers
-from model.train import evaluate_checkpoint, fit
+from model.config import OPTIMIZERS, SCHEDULES, TrainConfig, default_device, default_workers
 from model.transforms import NORMALIZATIONS
 from ntu_pipeline.errors import Interrupted
 from ntu_pipeline.manifests import protocols
@@ -28,6 +33,25 @@ STORE = click.option("--store", required=True, type=click.Path(exists=True, file
                      help="A store prepared by ntu-prep (with RGB for every model but hcn).")
 PROTOCOL = click.option("--protocol", required=True, type=click.Choice(sorted(protocols())),
                         help="The split to use (`ntu-prep split` writes it).")
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+RECIPE = "the model's recipe"
+
+
+def config_option(name: str, help: str, **options):
+    """A `fit` option for TrainConfig field `name`, its default the dataclass's (None: the recipe's)."""
+    field = FIELDS[name]
+    if field.default is not dataclasses.MISSING:
+        default = field.default
+    else:
+        default = field.default_factory
+    if default is None:
+        options.setdefault("show_default", RECIPE)
+    elif isinstance(default, bool):
+        return click.option(f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}", default=default,
+                            show_default=True, help=help, **options)
+    else:
+        options.setdefault("show_default", True)
+    return click.option(f"--{name.replace('_', '-')}", name, default=default, help=help, **options)
 
 
 @click.group(context_settings=CONTEXT)
@@ -35,69 +59,76 @@ def main():
     """Train and evaluate CC-DFARM and its baselines on a prepared NTU RGB+D store."""
 
 
+FIT_OPTIONS = [
+    config_option("epochs", "Epochs.", type=int),
+    config_option("batch_size", "Global batch, over all processes.", type=int),
+    config_option("lr", "Learning rate at batch 32; scaled by batch/32.", type=float),
+    config_option("optimizer", "sgd (CC-DFARM's recipe) or adam (HCN's).", type=click.Choice(OPTIMIZERS)),
+    config_option("momentum", "SGD momentum.", type=float),
+    config_option("weight_decay", "Weight decay (L2).", type=float),
+    config_option("warmup_epochs", "Linear warm-up, then the schedule.", type=float),
+    config_option("schedule", "cosine: to 0 at the end; exp: x --lr-decay per epoch.",
+                  type=click.Choice(SCHEDULES)),
+    config_option("lr_decay", "Per-epoch factor of the exp schedule.", type=float),
+    config_option("clip_norm", "Gradient norm clipping; 0: off.", type=float),
+    config_option("seed", "Data order, augmentation and dropout."),
+    config_option("frames", "Frames per clip (a multiple of 16 with HCN)."),
+    config_option("crop", "RGB crop side, from the stored frames."),
+    config_option("flip", "Horizontal flip probability (RGB and skeleton); 0 where classes are handed."),
+    config_option("normalize", "Skeletons: centre on actor 1's spine, and rotate to its body axes.",
+                  type=click.Choice(NORMALIZATIONS)),
+    config_option("dropout", "Every dropout layer.", type=float, show_default="the model's"),
+    config_option("bn_momentum", "I3D's BatchNorm momentum (0.01 as pytorch-i3d; 0.1 for short runs from "
+                  "scratch).", type=float, show_default="the model's"),
+    config_option("i3d_checkpoint", "Start I3D from a pytorch-i3d file (rgb_imagenet.pt); it trains at "
+                  "--pretrained-lr x lr.", type=click.Path(exists=True, dir_okay=False), show_default=False),
+    config_option("init_from", "Start a stream from an hcn or i3d ntu-train checkpoint (repeatable: both "
+                  "streams of a fused model).", multiple=True, type=click.Path(exists=True, dir_okay=False),
+                  show_default=False),
+    config_option("pretrained_lr", "Learning-rate factor of the --i3d-checkpoint parameters."),
+    config_option("device", "cpu or cuda (under torchrun: cuda:LOCAL_RANK).",
+                  show_default="cuda if available"),
+    config_option("workers", "RGB decoding processes per training process.", type=int,
+                  show_default="min(8, CPUs)"),
+    config_option("bf16", "bf16 autocast (CUDA only)."),
+    config_option("compile", "torch.compile the model."),
+    config_option("sync_bn", "SyncBatchNorm across DDP processes (CUDA)."),
+    config_option("half_skeletons", "Keep the loaded skeletons in float16."),
+    config_option("checkpoint_every", "Also write last.pt every N steps (0: after each epoch only)."),
+    config_option("test_clips", "Clips per test sample of the final evaluation (see `eval --clips`)."),
+]
+
+
+def fit_options(fn):
+    for option in reversed(FIT_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 @main.command("fit")
 @STORE
 @PROTOCOL
-@click.option("--model", "model_name", required=True, type=click.Choice(MODEL_NAMES))
+@click.option("--model", "model_name", required=True, type=click.Choice(MODEL_NAMES),
+              help="hcn (skeletons), i3d (RGB), or a fused model (both).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory: config, checkpoints, metrics, confusion matrix.")
-@click.option("--epochs", default=50, show_default=True)
-@click.option("--batch-size", default=32, show_default=True, help="Global batch, over all processes.")
-@click.option("--lr", default=0.1, show_default=True, help="Learning rate at batch 32; scaled by batch/32.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True,
-              help="sgd (the paper's), or adam (HCN's own recipe: --lr 0.001 --weight-decay 1e-4).")
-@click.option("--momentum", default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--weight-decay", default=5e-4, show_default=True)
-@click.option("--warmup-epochs", default=5.0, show_default=True, help="Linear warm-up, then cosine to 0.")
-@click.option("--clip-norm", default=40.0, show_default=True, help="Gradient norm clipping; 0: off.")
-@click.option("--seed", default=0, show_default=True, help="Data order, augmentation and dropout.")
-@click.option("--frames", default=32, show_default=True, help="Frames per clip (a multiple of 16 with HCN).")
-@click.option("--crop", default=224, show_default=True, help="RGB crop side, from the stored frames.")
-@click.option("--flip", default=0.5, show_default=True,
-              help="Horizontal flip probability (RGB and skeleton); 0 where classes are handed.")
-@click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="spine_axes", show_default=True,
-              help="Skeletons: centre on actor 1's spine, and rotate to its body axes.")
-@click.option("--dropout", type=float, default=None, help="Every dropout layer (default: the model's).")
-@click.option("--bn-momentum", type=float, default=None,
-              help="I3D's BatchNorm momentum (default 0.01 as pytorch-i3d; 0.1 for short runs from scratch).")
-@click.option("--i3d-checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Start I3D from a pytorch-i3d file (rgb_imagenet.pt); it trains at --pretrained-lr x lr.")
-@click.option("--init-from", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Start a stream from an hcn or i3d ntu-train checkpoint (repeatable: both streams of a "
-                   "fused model).")
-@click.option("--pretrained-lr", default=0.1, show_default=True,
-              help="Learning-rate factor of the --i3d-checkpoint parameters.")
-@click.option("--device", default=default_device, show_default="cuda if available",
-              help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).")
-@click.option("--workers", default=default_workers, type=int, show_default="min(8, CPUs)",
-              help="RGB decoding processes per training process.")
-@click.option("--bf16/--no-bf16", default=True, show_default=True, help="bf16 autocast (CUDA only).")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
-@click.option("--sync-bn", is_flag=True, help="SyncBatchNorm across DDP processes (CUDA).")
-@click.option("--half-skeletons", is_flag=True, help="Keep the loaded skeletons in float16.")
-@click.option("--checkpoint-every", default=0, show_default=True,
-              help="Also write last.pt every N steps (0: after each epoch only).")
+              help="Run directory: config, checkpoints, metrics, scores, confusion matrix.")
+@fit_options
 @click.option("--resume", is_flag=True, help="Continue OUT/last.pt (same options) where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def fit_command(store, protocol, model_name, out, epochs, batch_size, lr, optimizer, momentum, weight_decay,
-                warmup_epochs, clip_norm, seed, frames, crop, flip, normalize, dropout, bn_momentum,
-                i3d_checkpoint, init_from, pretrained_lr, device, workers, bf16, compile_, sync_bn,
-                half_skeletons, checkpoint_every, resume, quiet):
+def fit_command(store, protocol, model_name, out, resume, quiet, **settings):
     """Train MODEL on the train split, evaluating the test split after every epoch.
 
-    Recipe: SGD (momentum 0.9), lr 0.1 at batch 32 scaled linearly with the batch, weight decay 5e-4,
-    5 warm-up epochs then cosine annealing, 50 epochs, gradient norm clipped at 40; bf16 autocast on
-    CUDA. The run ends with metrics.json and confusion.png of its final weights on the test split.
+    Default recipes (printed first; every option overrides its part): hcn, the HCN paper's (Adam, lr
+    0.001 at batch 64, weight decay 1e-4, x0.99 per epoch); i3d and the fused models, the CC-DFARM
+    paper's (SGD 0.1 at batch 32, cosine, 50 epochs). The run ends with metrics.json, scores.npz and
+    confusion.png of its final weights on the test split.
     """
-    config = TrainConfig(
-        store=str(store), protocol=protocol, model=model_name, out=str(out), epochs=epochs,
-        batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs, clip_norm=clip_norm, seed=seed, frames=frames, crop=crop, flip=flip,
-        normalize=normalize, dropout=dropout, bn_momentum=bn_momentum, i3d_checkpoint=i3d_checkpoint,
-        init_from=tuple(init_from), pretrained_lr=pretrained_lr,
-        device=device, workers=workers, bf16=bf16, compile=compile_, sync_bn=sync_bn,
-        half_skeletons=half_skeletons, checkpoint_every=checkpoint_every, progress=not quiet)
+    settings["init_from"] = tuple(settings["init_from"])
+    config = TrainConfig(store=str(store), protocol=protocol, model=model_name, out=str(out),
+                         progress=not quiet, **settings)
+    from model.train import fit
+
     try:
         report = fit(config, resume=resume)
     except KeyboardInterrupt:
@@ -105,7 +136,8 @@ def fit_command(store, protocol, model_name, out, epochs, batch_size, lr, optimi
                           "command and --resume") from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
         click.echo(f"{model_name} {protocol}: test top1 {report['top1']:.4f} top5 {report['top5']:.4f} "
-                   f"({report['num_samples']} samples); {out}/metrics.json, {out}/confusion.png")
+                   f"({report['num_samples']} samples, {config.test_clips} clip"
+                   f"{'s' if config.test_clips > 1 else ''}); {out}/metrics.json, {out}/confusion.png")
 
 
 @main.command("eval")
@@ -114,43 +146,32 @@ def fit_command(store, protocol, model_name, out, epochs, batch_size, lr, optimi
 @STORE
 @PROTOCOL
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write metrics.json and confusion.png here.")
+              help="Write metrics.json, scores.npz and confusion.png here.")
 @click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default=None,
               help="Refuse a checkpoint of another model.")
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--device", default=default_device, show_default="cuda if available")
-@click.option("--workers", default=default_workers, type=int, show_default="min(8, CPUs)")
+@click.option("--clips", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Clips per test sample, their logits averaged: skeletons, N samplings of one frame per "
+                   "segment (PYSKL's); RGB, N temporal clips, or N views for a store whose frames the model "
+                   "takes whole (see the README).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Clips per batch.")
+@click.option("--device", default=default_device, show_default="cuda if available", help="cpu or cuda.")
+@click.option("--workers", default=default_workers, type=int, show_default="min(8, CPUs)",
+              help="RGB decoding processes.")
 @user_errors
-def eval_command(checkpoint, store, protocol, out, model_name, batch_size, device, workers):
+def eval_command(checkpoint, store, protocol, out, model_name, clips, batch_size, device, workers):
     """Top-1, top-5 and per-class accuracy of CHECKPOINT on the test split of PROTOCOL."""
+    from model.evaluate import evaluate_checkpoint
+
     report = evaluate_checkpoint(checkpoint, store, protocol, out, model=model_name, batch_size=batch_size,
-                                 device=device, workers=workers)
+                                 device=device, workers=workers, clips=clips)
     click.echo(f"{report['model']} {protocol}: test top1 {report['top1']:.4f} top5 {report['top5']:.4f} "
-               f"({report['num_samples']} samples)" + (f"; {out}/metrics.json, {out}/confusion.png" if out
-                                                       else ""))
+               f"({report['num_samples']} samples, {clips} clip{'s' if clips > 1 else ''})"
+               + (f"; {out}/metrics.json, {out}/scores.npz, {out}/confusion.png" if out else ""))
 
 
-RUNS = click.argument("runs", nargs=-1, required=True,
-                      type=click.Path(exists=True, file_okay=False, path_type=Path))
-
-
-@main.command("summary")
-@RUNS
-@user_errors
-def summary_command(runs):
-    """A table of finished runs: model, protocol, epochs, test top-1 and top-5, confusion matrix."""
-    import json
-
-    click.echo(f"{'run':28s} {'model':10s} {'protocol':8s} {'epochs':>6s} {'top1':>7s} {'top5':>7s}  "
-               "confusion")
-    for run in runs:
-        metrics, config = run / "metrics.json", run / "config.json"
-        if not metrics.is_file() or not config.is_file():
-            raise click.ClickException(f"{run}: no metrics.json and config.json (not a finished run)")
-        report, settings = json.loads(metrics.read_text()), json.loads(config.read_text())
-        click.echo(f"{str(run)[-28:]:28s} {settings['model']:10s} {settings['protocol']:8s} "
-                   f"{settings['epochs']:6d} {report['top1']:7.4f} {report['top5']:7.4f}  "
-                   f"{run / 'confusion.png'}")
+main.add_command(summary_command)
+main.add_command(ensemble_command)
 
 
 if __name__ == "__main__":

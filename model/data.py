@@ -4,25 +4,33 @@
     data = SplitData(read_split("ntu60.zarr", "xsub", "train", need_rgb=True), spec, device, seed=0)
     for batch in data.batches(epoch=3, batch_size=32, train=True):
         out = net(batch.rgb, batch.skeleton, batch.motion)   # (B, 3, T, 224, 224), (B, 3, T, 25, 2) x 2
+    for batch in data.batches(0, 32, train=False, clip=k, clips=10):   # clip k of the 10-clip test
+        ...
 
-Skeletons: a split's `skeleton/joints` are read once, whole shards by slice (never a list index),
-normalised in batches (`center_on_spine`, `align_to_axes`: the same maths as
-`ntu_pipeline.skeleton.normalize`, checked against it in the tests) and kept resident on the device as
-(n, T_max, M, V, 3), float32 or float16. A batch is then pure tensor work there: a temporal window
-(training: a random 50-100% window, HCN's augmentation; test: the centred 95% window, CTR-GCN/PYSKL's
-test crop), resampled to `frames` by linear interpolation between the two nearest frames (an actor
-absent from one of them takes the other, so no half-size skeleton appears where an actor enters),
-the optional horizontal flip, and motion (`model.skeleton_motion`, eq. 2, masked, on the frames given).
+Skeletons are resident on the device, packed by the frames each sample holds (`skeletons.py`). A
+batch is pure tensor work there: a temporal window (training: a random 50-100% window, HCN's
+augmentation; test: the centred 95% window, CTR-GCN/PYSKL's test crop), resampled to `frames` by
+linear interpolation between the two nearest frames (an actor absent from one of them takes the
+other), the optional horizontal flip, and motion (`model.skeleton_motion`, eq. 2, masked).
 
-RGB: DataLoader workers open the store lazily (one handle per worker process, never inherited across a
-fork), decode the clip's frames per sample and hand uint8 (T, S, S, 3) tensors (pinned on CUDA) to the
-main process; augmentation runs on the device: a random resized crop (area 50-100% of the stored
-frame, aspect 3/4-4/3) to `crop` x `crop` at training, the centre `crop` x `crop` at test, the flip
-(applied to the skeleton too: x mirrored, left and right joints swapped), and scaling to [-1, 1] (what
-the pytorch-i3d checkpoints expect). Fused models take the skeleton at the clip's source frames
-(`rgb/frame_index` looked up in `skeleton/frame_index`; zero where no skeleton frame was kept: no actor
-was there). A store made with `--frames all` gets a fresh window per training epoch (the skeleton rule);
-a 32-frame store's frames are used as stored (evenly subsampled when the model takes fewer).
+RGB: the main process decides each clip's stored frames from the per-sample tables it reads once
+(`rgb_clips.rgb_frame_table`): every stored frame of a 32-frame store (evenly subsampled when the model
+takes fewer), a window of a `--frames all` store (a new one per training epoch, the skeleton rule).
+DataLoader workers only decode (`rgb_clips.RGBClips`), into pinned memory on CUDA; the augmentation
+runs on the device: a random resized crop (area 50-100%, aspect 3/4-4/3) to `crop` at training, the
+centre crop at test, the flip (applied to the skeleton too: x mirrored, left and right joints
+swapped), and scaling to [-1, 1] (what the pytorch-i3d checkpoints expect). Fused models take the
+skeleton at the clip's source frames (`rgb/frame_index` matched to `skeleton/frame_index`).
+
+Multi-clip test (`clips` > 1, what PYSKL and MMAction2 report): clip k of a skeleton is one frame drawn
+from each of `frames` equal segments of the sequence, at offsets fixed by (TEST_SEED, k)
+(`segment_positions`, PYSKL's UniformSampleFrames); clip k of RGB is the same rule over the stored
+frames, or, for a store whose frames the model takes whole (a 32-frame store, 32-frame clips: every clip
+would be the same), view k of `clips` crops spread along the frame's diagonal (`view_boxes`). One clip
+is the centred window and the centre crop, as at every epoch's evaluation.
+
+Nothing in a step waits for the device: each epoch's order, uniforms and RGB skeleton frames are copied
+to the device once, before its first step; a batch then indexes them there.
 
 Determinism: every random choice is a pure function of (seed, epoch, sample): `epoch_order` is the
 epoch's permutation, `epoch_randoms` one row of uniforms per sample. A batch is the same whatever the
@@ -32,28 +40,29 @@ process count or the step a run resumed at.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
-import zarr
 from torch import Tensor
 
 from model.hcn import skeleton_motion
+from model.rgb_clips import ClipRequest, RGBClips, collate_batch, rgb_frame_table
+from model.skeletons import PackedSkeletons, load_packed
 from model.transforms import (
     NORMALIZATIONS,
     TEST_WINDOW,
+    clip_uniforms,
     crop_boxes,
     crop_clips,
-    gather_joints,
+    gather_packed,
     mirror_skeleton,
-    normalize_skeletons,
-    resample_joints,
+    resample_packed,
+    segment_positions,
     to_model_layout,
+    view_boxes,
     window_positions,
     window_ratio,
 )
@@ -165,26 +174,6 @@ def read_split(store: str | Path, protocol: str, part: str, need_rgb: bool = Fal
         left_out=left_out, **rgb)
 
 
-# --- skeleton normalisation, batched (the maths of ntu_pipeline.skeleton.normalize) ------------------
-
-def load_joints(store: Path, indices: np.ndarray, num_frames: np.ndarray, normalize: str,
-                dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
-    """`skeleton/joints` of samples `indices` (n,), normalised on `device`: (n, T_max, M, V, 3) there,
-    T_max the longest of `num_frames` (n,). Reads whole shards by slice, keeps the rows asked for."""
-    array = open_store(store)["skeleton/joints"]
-    t_max = max(int(num_frames.max()), 1)
-    out = torch.zeros((len(indices), t_max, *array.shape[2:]), dtype=dtype, device=device)
-    shard = array.shards[0] if array.shards else array.chunks[0]
-    for lo in range(0, array.shape[0], shard):
-        rows = np.flatnonzero((indices >= lo) & (indices < lo + shard))
-        if len(rows) == 0:
-            continue
-        first, last = int(indices[rows].min()), int(indices[rows].max())
-        block = torch.from_numpy(array[first:last + 1][:, :t_max])  # by slice, within one shard
-        block = block[torch.from_numpy(indices[rows] - first)].to(device)
-        out[torch.from_numpy(rows).to(device)] = normalize_skeletons(block, normalize).to(dtype)
-    return out
-
 
 # --- temporal sampling --------------------------------------------------------------------------------
 
@@ -214,64 +203,7 @@ def test_plan(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[np
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
-# --- RGB loading in DataLoader workers ----------------------------------------------------------------
-
-class ClipRequest(NamedTuple):
-    """What a worker decodes: split position, store index, frames kept, window uniforms (None at test)."""
-
-    position: int
-    index: int
-    num_frames: int
-    ratio: float | None
-    start: float | None
-
-
-class RGBClips(torch.utils.data.Dataset):
-    """Decodes clips: ClipRequest -> (uint8 (T, S, S, 3), skeleton frames (T,) int64, position).
-
-    The store is opened on first use in each process, so a forked worker never shares its parent's
-    handle. The clip is `frames` evenly spaced frames among those stored (frame_index >= 0): all of them
-    for a fixed-frame store, those of the request's window for a `--frames all` store (`window`). The
-    skeleton frames are all -1 unless `skeleton` (a model that takes no skeleton needs none).
-    """
-
-    def __init__(self, store: Path, frames: int, window: bool, skeleton: bool = True):
-        self.store, self.frames, self.window, self.skeleton = Path(store), frames, window, skeleton
-        self._group: zarr.Group | None = None
-        self._pid = -1
-
-    def _open(self) -> zarr.Group:
-        if self._group is None or self._pid != os.getpid():
-            self._group, self._pid = open_store(self.store), os.getpid()
-        return self._group
-
-    def __getitem__(self, request: ClipRequest) -> tuple[np.ndarray, np.ndarray, int]:
-        group = self._open()
-        rgb_index = group["rgb/frame_index"][request.index]  # (T_stored,) source frames, -1 none
-        stored = torch.tensor([max(int((rgb_index >= 0).sum()), 1)])
-        if not self.window:
-            ratio, start = torch.ones(1), None
-        elif request.ratio is None:
-            ratio, start = torch.tensor([TEST_WINDOW]), None
-        else:
-            ratio, start = torch.tensor([request.ratio]), torch.tensor([request.start])
-        pos = window_positions(stored, self.frames, ratio, start)[0].round().long().numpy()  # (T,)
-        frames = group["rgb/frames"]
-        if np.array_equal(pos, np.arange(frames.shape[1])):
-            clip = frames[request.index]
-        else:  # one chunk per frame: read the frames needed, each once
-            unique, back = np.unique(pos, return_inverse=True)
-            clip = np.stack([frames[request.index, int(p)] for p in unique])[back]
-        source = rgb_index[pos]
-        skeleton_frames = np.full(len(pos), -1, dtype=np.int64)
-        if not self.skeleton:
-            return clip, skeleton_frames, request.position
-        kept = group["skeleton/frame_index"][request.index][:request.num_frames]  # sorted source frames
-        if len(kept):
-            k = np.searchsorted(kept, source).clip(max=len(kept) - 1)
-            skeleton_frames = np.where((source >= 0) & (kept[k] == source), k, -1).astype(np.int64)
-        return clip, skeleton_frames, request.position
-
+# --- RGB plans -----------------------------------------------------------------------------------
 
 class _PlanSampler(torch.utils.data.Sampler):
     """Yields the batches of ClipRequests set by `SplitData`; lives in the main process, so persistent
@@ -287,12 +219,21 @@ class _PlanSampler(torch.utils.data.Sampler):
         return len(self.plan)
 
 
+def _to_device(array: np.ndarray, device: torch.device) -> Tensor:
+    """A host array on the device without waiting: from pinned memory, non-blocking, on CUDA (the pinned
+    copy lives until the copy is done: the caching host allocator keeps it for its stream)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 # --- batches ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
 class Batch:
     """rgb (B, 3, T, crop, crop) in [-1, 1] or None; skeleton and motion (B, 3, T, 25, 2) or None;
-    labels (B,) int64; positions (B,) int64 into the split."""
+    labels (B,) int64; positions (B,) int64 into the split (on the device)."""
 
     rgb: Tensor | None
     skeleton: Tensor | None
@@ -301,78 +242,140 @@ class Batch:
     positions: Tensor
 
 
+@dataclass(frozen=True, eq=False)
+class _Epoch:
+    """One epoch's (or test clip's) choices, on the device: uniforms (n, NUM_RANDOMS) or None at test,
+    skeleton frames of the RGB clips (n, T) or None, the test clip (k of `clips`) and its segment
+    offsets (T,) (None for one clip)."""
+
+    randoms: Tensor | None
+    rgb_skeleton: Tensor | None
+    clip: int
+    clips: int
+    offsets: Tensor | None
+
+
 class SplitData:
     """A split's samples as batches on `device`: skeletons resident, RGB through DataLoader workers."""
 
     def __init__(self, info: SplitInfo, spec: ClipSpec, device: torch.device | str, seed: int = 0,
-                 workers: int = 0, rank: int = 0, world: int = 1):
+                 workers: int = 0, rank: int = 0, world: int = 1, skeletons: PackedSkeletons | None = None):
+        """skeletons: already resident (a benchmark's synthetic ones); None: loaded from the store."""
         self.info, self.spec, self.seed = info, spec, seed
         self.device, self.rank, self.world = torch.device(device), rank, world
         if spec.rgb and info.rgb_size is None:
             raise ConfigError(f"{info.store}: the clips need RGB frames: read the split with need_rgb=True")
         if spec.rgb and spec.crop > info.rgb_size:
             raise ConfigError(f"--crop {spec.crop} is larger than the stored RGB frames of {info.store} "
-                             f"({info.rgb_size} x {info.rgb_size})")
+                              f"({info.rgb_size} x {info.rgb_size})")
+        classes = len(info.class_names)
+        if info.labels.min() < 0 or info.labels.max() >= classes:  # once here, never in a step
+            raise StoreFormatError(f"{info.store}: labels outside [0, {classes}) in {info.protocol}/"
+                                   f"{info.part}: samples/label is damaged (`ntu-prep verify`)")
         self.labels = torch.from_numpy(info.labels).to(self.device)
         self.num_frames = torch.from_numpy(info.num_frames).to(self.device)
-        self.joints = None
-        if spec.skeleton:
+        self.skeletons = skeletons
+        if spec.skeleton and skeletons is None:
             dtype = torch.float16 if spec.half else torch.float32
-            self.joints = load_joints(info.store, info.indices, info.num_frames, spec.normalize,
-                                      dtype, self.device)
-        self.loader = None
+            self.skeletons = load_packed(info.store, info.indices, info.num_frames, spec.normalize, dtype,
+                                         self.device)
+        self.loader = self.rgb_table = None
         if spec.rgb:
+            self.rgb_table = rgb_frame_table(open_store(info.store), info.indices, spec.skeleton)
             self._sampler = _PlanSampler()
             self.loader = torch.utils.data.DataLoader(
-                RGBClips(info.store, spec.frames, info.rgb_all, spec.skeleton), batch_sampler=self._sampler,
+                RGBClips(info.store), batch_sampler=self._sampler, collate_fn=collate_batch,
                 num_workers=workers, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
                 prefetch_factor=4 if workers > 0 else None)
 
     def __len__(self) -> int:
         return len(self.info)
 
-    def batches(self, epoch: int, batch_size: int, train: bool, start_step: int = 0) -> Iterator[Batch]:
+    @property
+    def spatial_views(self) -> bool:
+        """Whether the multi-clip test takes views, not times: the model takes the stored frames whole."""
+        return not self.info.rgb_all and (self.info.rgb_frames or 0) <= self.spec.frames
+
+    def rgb_frames(self, randoms: Tensor | None, clip: int = 0, clips: int = 1) -> np.ndarray:
+        """(n, T) int64: the stored frames of every sample's clip this epoch (train: `randoms`) or for
+        test clip `clip` of `clips`."""
+        stored = torch.from_numpy(self.rgb_table.stored)
+        n, t = len(stored), self.spec.frames
+        if clips > 1 and not self.spatial_views:
+            return segment_positions(stored, t, clip_uniforms(clips, t)[clip]).numpy()
+        if not self.info.rgb_all:
+            ratio, start = torch.ones(n, dtype=torch.float64), None  # every stored frame, evenly
+        elif randoms is None:
+            ratio, start = torch.full((n,), TEST_WINDOW, dtype=torch.float64), None
+        else:
+            ratio, start = window_ratio(randoms[:, WINDOW_RATIO], n, "cpu"), randoms[:, WINDOW_START]
+        return window_positions(stored, t, ratio, start).round().long().numpy()
+
+    def _epoch(self, epoch: int, train: bool, clip: int, clips: int) -> tuple[_Epoch, np.ndarray | None]:
+        n = len(self.info)
+        randoms = epoch_randoms(n, self.seed, epoch) if train else None
+        frames = self.rgb_frames(randoms, clip, clips) if self.loader is not None else None
+        skeleton = None
+        if frames is not None and self.rgb_table.to_skeleton is not None:
+            kept = self.rgb_table.to_skeleton[np.arange(n)[:, None], frames].astype(np.int64)  # (n, T)
+            skeleton = _to_device(kept, self.device)
+        offsets = _to_device(clip_uniforms(clips, self.spec.frames)[clip].numpy(), self.device) \
+            if clips > 1 else None
+        choices = _Epoch(None if randoms is None else _to_device(randoms.numpy(), self.device), skeleton,
+                         clip, clips, offsets)
+        return choices, frames
+
+    def batches(self, epoch: int, batch_size: int, train: bool, start_step: int = 0, clip: int = 0,
+                clips: int = 1) -> Iterator[Batch]:
         """The epoch's batches from step `start_step` on. batch_size: global for training (this process
-        gets batch_size / world of each), per process at test (every sample once, in order)."""
+        gets batch_size / world of each), per process at test (every sample once, in order). clip of
+        clips: which test clip (see the module docstring)."""
         n = len(self.info)
         plan = (train_plan(n, batch_size, self.seed, epoch, self.rank, self.world) if train
                 else test_plan(n, batch_size, self.rank, self.world))[start_step:]
-        randoms = epoch_randoms(n, self.seed, epoch) if train else None
-        if self.loader is None:
-            for positions in plan:
-                pos = torch.from_numpy(positions).to(self.device)
-                yield self._assemble(pos, randoms, None, None)
+        if not plan:
             return
-        ratio = window_ratio(randoms[:, WINDOW_RATIO], n, "cpu") if train else None
-        self._sampler.plan = [[ClipRequest(int(p), int(self.info.indices[p]), int(self.info.num_frames[p]),
-                                           None if ratio is None else float(ratio[p]),
-                                           None if randoms is None else float(randoms[p, WINDOW_START]))
-                               for p in positions] for positions in plan]
-        for clips, frames, positions in self.loader:
-            pos = positions.to(self.device, non_blocking=True)
-            yield self._assemble(pos, randoms, clips.to(self.device, non_blocking=True),
-                                 frames.to(self.device, non_blocking=True))
+        choices, frames = self._epoch(epoch, train, clip, clips)
+        order = _to_device(np.concatenate(plan), self.device)  # this process's positions, step after step
+        bounds = np.cumsum([0, *(len(p) for p in plan)]).tolist()
+        if self.loader is not None:
+            indices = self.info.indices
+            self._sampler.plan = [[ClipRequest(int(indices[p]), frames[p]) for p in positions]
+                                  for positions in plan]
+            loaded = iter(self.loader)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            clips_in = next(loaded).to(self.device, non_blocking=True) if self.loader is not None else None
+            yield self._assemble(order[lo:hi], choices, clips_in)
 
-    def _assemble(self, pos: Tensor, randoms: Tensor | None, clips: Tensor | None,
-                  frames: Tensor | None) -> Batch:
-        """One batch on the device from split positions (B,) [and decoded clips, skeleton frames]."""
+    def _assemble(self, pos: Tensor, choices: _Epoch, clips: Tensor | None) -> Batch:
+        """One batch on the device from split positions (B,) [and its decoded clips (B, T, S, S, 3)]."""
         spec, b = self.spec, len(pos)
-        u = randoms[pos.cpu()].to(self.device) if randoms is not None else None
+        u = choices.randoms[pos] if choices.randoms is not None else None
         flip = (u[:, FLIP] < spec.flip) if u is not None else torch.zeros(b, dtype=torch.bool,
                                                                            device=self.device)
         skeleton = motion = rgb = None
         if spec.skeleton:
-            if frames is not None:
-                joints = gather_joints(self.joints, pos, frames)
+            packed = self.skeletons
+            starts, lengths = packed.starts[pos], packed.lengths[pos]
+            if choices.rgb_skeleton is not None:
+                joints = gather_packed(packed.frames, starts, choices.rgb_skeleton[pos])
+            elif choices.offsets is not None:
+                positions = segment_positions(self.num_frames[pos], spec.frames, choices.offsets)
+                joints = resample_packed(packed.frames, starts, lengths, positions.double())
             else:
                 ratio = window_ratio(None if u is None else u[:, WINDOW_RATIO], b, self.device)
                 positions = window_positions(self.num_frames[pos], spec.frames, ratio,
                                              None if u is None else u[:, WINDOW_START])
-                joints = resample_joints(self.joints, pos, positions)
+                joints = resample_packed(packed.frames, starts, lengths, positions)
             skeleton = mirror_skeleton(to_model_layout(joints), flip)
             motion = skeleton_motion(skeleton)
         if clips is not None:
-            boxes = crop_boxes(None if u is None else u[:, CROP_SCALE:CROP_Y + 1], b, self.info.rgb_size,
-                               spec.crop, self.device)
+            size = self.info.rgb_size
+            if u is not None:
+                boxes = crop_boxes(u[:, CROP_SCALE:CROP_Y + 1], b, size, spec.crop, self.device)
+            elif choices.clips > 1 and self.spatial_views:
+                boxes = view_boxes(b, size, spec.crop, choices.clip, choices.clips, self.device)
+            else:
+                boxes = crop_boxes(None, b, size, spec.crop, self.device)
             rgb = crop_clips(clips, boxes, flip, spec.crop)
         return Batch(rgb, skeleton, motion, self.labels[pos], pos)

@@ -4,16 +4,21 @@ applies them (this module knows nothing of stores).
 
     joints = normalize_skeletons(joints, "spine_axes")           # (B, T, M, V, 3)
     positions = window_positions(num_frames, 32, window_ratio(u, B, device))
+    joints = resample_packed(frames, starts, lengths, positions)  # (B, 32, M, V, 3)
     clips = crop_clips(clips, crop_boxes(u4, B, 256, 224, device), flip, 224)
 
-Shapes follow `data.py`: resident skeletons (n, T_max, M, V, 3); model layout (B, 3, T, V, M); clips
-(B, T, S, S, 3) uint8 in, (B, 3, T, crop, crop) out.
+Shapes follow `data.py`: resident skeletons packed (F, M, V, 3) with per-sample starts and lengths
+(`skeletons.py`); model layout (B, 3, T, V, M); clips (B, T, S, S, 3) uint8 in, (B, 3, T, crop, crop)
+out. What runs in a training step never copies from the host or reads a value back (no host-device
+synchronisation): constants live on the device, index tensors are made once per device.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,6 +28,7 @@ from ntu_pipeline.skeleton.normalize import LEFT_SHOULDER, RIGHT_SHOULDER, SPINE
 NORMALIZATIONS = ("none", "spine", "spine_axes")
 TRAIN_WINDOW = (0.5, 1.0)  # HCN: a random window of 50-100% of the frames kept
 TEST_WINDOW = 0.95  # the centred window at test (CTR-GCN, PYSKL)
+TEST_SEED = 255  # of the multi-clip test's offsets (PYSKL's UniformSampleFrames test seed)
 CROP_AREA = (0.5, 1.0)  # random resized crop: share of the stored frame's area
 CROP_ASPECT = (3 / 4, 4 / 3)
 
@@ -130,14 +136,16 @@ def window_ratio(uniform: Tensor | None, size: int, device: torch.device | str) 
     return lo + uniform.double() * (hi - lo)
 
 
-def resample_joints(joints: Tensor, rows: Tensor, positions: Tensor) -> Tensor:
-    """Interpolate resident joints (N, T_all, M, V, C) at fractional `positions` (B, T) of samples
-    `rows` (B,) -> (B, T, M, V, C) float32. Between two frames the result is linear where the actor is
-    in both, the frame that has it where it is in one, zero where in neither."""
-    i0 = positions.floor().long().clamp(0, joints.shape[1] - 1)
-    i1 = (i0 + 1).clamp(max=joints.shape[1] - 1)
+def resample_packed(frames: Tensor, starts: Tensor, lengths: Tensor, positions: Tensor) -> Tensor:
+    """Interpolate packed skeleton frames (F, M, V, C) (sample i's frames at starts[i] .. starts[i] +
+    lengths[i] - 1) at fractional `positions` (B, T) in [0, length - 1] of the samples whose starts and
+    lengths (B,) are given -> (B, T, M, V, C) float32. Between two frames the result is linear where the
+    actor is in both, the frame that has it where it is in one, zero where in neither."""
+    last = (lengths - 1).clamp_min(0)[:, None]  # (B, 1)
+    i0 = positions.floor().long().clamp(min=0).minimum(last)  # (B, T)
+    i1 = (i0 + 1).minimum(last)
     frac = (positions - i0).float()[..., None]  # (B, T, 1)
-    a, b = joints[rows[:, None], i0].float(), joints[rows[:, None], i1].float()  # (B, T, M, V, C)
+    a, b = frames[starts[:, None] + i0].float(), frames[starts[:, None] + i1].float()  # (B, T, M, V, C)
     wa = (1 - frac) * a.ne(0).any(-1).any(-1)  # (B, T, M)
     wb = frac * b.ne(0).any(-1).any(-1)
     total = wa + wb
@@ -145,16 +153,39 @@ def resample_joints(joints: Tensor, rows: Tensor, positions: Tensor) -> Tensor:
     return torch.where((total > 0)[..., None, None], mixed, 0.0)
 
 
-def gather_joints(joints: Tensor, rows: Tensor, frames: Tensor) -> Tensor:
-    """Resident joints (N, T_all, M, V, C) at stored frames `frames` (B, T) (-1: none, zero there) of
-    samples `rows` (B,) -> (B, T, M, V, C) float32."""
-    out = joints[rows[:, None], frames.clamp(min=0)].float()
-    return torch.where((frames >= 0)[..., None, None, None], out, 0.0)
+def gather_packed(frames: Tensor, starts: Tensor, kept: Tensor) -> Tensor:
+    """Packed skeleton frames (F, M, V, C) at kept-frame positions `kept` (B, T) (-1: none, zero there) of
+    the samples starting at `starts` (B,) -> (B, T, M, V, C) float32."""
+    out = frames[starts[:, None] + kept.clamp(min=0)].float()
+    return torch.where((kept >= 0)[..., None, None, None], out, 0.0)
+
+
+def segment_positions(num_frames: Tensor, frames: int, uniforms: Tensor) -> Tensor:
+    """Integer frame positions (B, frames) int64: one frame drawn from each of `frames` equal segments of
+    num_frames (B,), at its uniform (frames,) or (B, frames) in [0, 1) within the segment (PYSKL's
+    UniformSampleFrames at test: frame i = floor((i + u_i) * n / frames); a short sample repeats)."""
+    n = num_frames.clamp_min(1).double()[:, None]  # (B, 1)
+    k = torch.arange(frames, dtype=torch.float64, device=n.device)
+    pos = ((k + uniforms.to(n.device).double()) * n / frames).floor()
+    return pos.long().minimum((n - 1).long())
+
+
+def clip_uniforms(clips: int, frames: int, seed: int = TEST_SEED) -> Tensor:
+    """(clips, frames) float64 uniforms of the multi-clip test: clip k's offsets within the segments,
+    the same for every sample (as PYSKL reseeds its test sampler per sample), so clip k is a pure
+    function of (seed, k) and the sample, whatever the process count."""
+    return torch.from_numpy(np.random.default_rng([seed, frames]).random((clips, frames)))
 
 
 def to_model_layout(joints: Tensor) -> Tensor:
     """(B, T, M, V, C) -> (B, C, T, V, M), the networks' skeleton layout."""
     return joints.permute(0, 4, 1, 3, 2).contiguous()
+
+
+@functools.cache
+def _mirror_index(device: torch.device) -> Tensor:
+    """MIRROR_JOINTS on `device`, made once: a list index would be copied to the device at every call."""
+    return torch.tensor(MIRROR_JOINTS, device=device)
 
 
 def mirror_skeleton(skeleton: Tensor, flip: Tensor, width: float = 0.0) -> Tensor:
@@ -163,7 +194,7 @@ def mirror_skeleton(skeleton: Tensor, flip: Tensor, width: float = 0.0) -> Tenso
     skeleton (B, C, T, V, M) with x in channel 0: camera-space metres (width 0: x -> -x) or pixel
     coordinates in a crop `width` wide. Absent actors (all zero) stay zero for width 0.
     """
-    mirrored = skeleton[:, :, :, MIRROR_JOINTS]
+    mirrored = skeleton.index_select(3, _mirror_index(skeleton.device))
     mirrored = torch.cat([width - mirrored[:, :1], mirrored[:, 1:]], dim=1)
     return torch.where(flip[:, None, None, None, None], mirrored, skeleton)
 
@@ -177,15 +208,24 @@ def crop_boxes(uniforms: Tensor | None, batch: int, size: int, crop: int, device
     aspect in CROP_ASPECT, anywhere inside it; None: the centre crop x crop (the test crop).
     """
     if uniforms is None:
-        side = float(min(crop, size))
-        corner = (size - side) / 2
-        return torch.tensor([corner, corner, side, side], dtype=torch.float64, device=device).repeat(batch, 1)
+        return view_boxes(batch, size, crop, 0, 1, device)
     u = uniforms.double()
     area = (CROP_AREA[0] + u[:, 0] * (CROP_AREA[1] - CROP_AREA[0])) * size * size
     log_ratio = math.log(CROP_ASPECT[0]) + u[:, 1] * (math.log(CROP_ASPECT[1]) - math.log(CROP_ASPECT[0]))
     w = (area * log_ratio.exp()).sqrt().clamp(max=size)
     h = (area / log_ratio.exp()).sqrt().clamp(max=size)
     return torch.stack([u[:, 2] * (size - w), u[:, 3] * (size - h), w, h], dim=1)
+
+
+def view_boxes(batch: int, size: int, crop: int, view: int, views: int, device) -> Tensor:
+    """Crop boxes (B, 4) of test view `view` of `views`: crop x crop at scale 1, the centre one for a
+    single view, else views spread evenly along the frame's diagonal from the top-left corner to the
+    bottom-right one (the multi-clip test of a store whose frames the model takes whole)."""
+    side = float(min(crop, size))
+    corner = (size - side) / 2 if views == 1 else (size - side) * view / (views - 1)
+    boxes = torch.full((batch, 4), corner, dtype=torch.float64, device=device)  # a fill, no host copy
+    boxes[:, 2:] = side
+    return boxes
 
 
 def _crop_affine(boxes: Tensor, flip: Tensor, size: int) -> Tensor:

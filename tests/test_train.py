@@ -29,8 +29,11 @@ from model import data as D
 from model import transforms as T
 from model.checkpoint import load_checkpoint
 from model.config import TrainConfig
-from model.evaluate import classification_report, confusion_matrix, draw_confusion
-from model.train import evaluate_checkpoint, fit, learning_rate
+from model.epoch import learning_rate
+from model.evaluate import evaluate_checkpoint
+from model.reports import classification_report, confusion_matrix, draw_confusion
+from model.skeletons import load_packed, packed_bytes
+from model.train import fit
 from ntu_pipeline.skeleton import normalize as reference
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
@@ -100,15 +103,27 @@ def test_batched_normalisation_matches_the_reference_functions(skeleton_store):
     assert torch.equal(T.normalize_skeletons(empty, "spine_axes"), empty)
 
 
-def test_shard_slices_read_the_rows_asked_for(skeleton_store):
-    """Catches load_joints mixing up rows when the indices skip samples and cross shards."""
+def test_packed_skeletons_hold_the_rows_asked_for_and_their_frames_only(skeleton_store):
+    """Catches load_packed mixing up rows when the indices skip samples and cross shards, a sample's
+    frames reaching into the next one's, and residency sized by the longest sample instead of the
+    frames held (the issue: one 300-frame sample made every sample cost 300 frames)."""
     group = open_store(skeleton_store)
     indices = np.array([1, 5, 31, 32, 33, 70, 200, 239])
     num_frames = group["samples/num_frames"][:][indices]
-    loaded = D.load_joints(skeleton_store, indices, num_frames, "none")
+    packed = load_packed(skeleton_store, indices, num_frames, "none")
+    assert packed.frames.shape == (num_frames.sum(), 2, 25, 3)
+    assert packed_bytes(num_frames) == packed.frames.numel() * 4
     for row, index in enumerate(indices):
         sample = group["skeleton/joints"][int(index)]
-        np.testing.assert_array_equal(loaded[row].numpy(), sample[:loaded.shape[1]])
+        start, length = int(packed.starts[row]), int(packed.lengths[row])
+        assert length == num_frames[row]
+        np.testing.assert_array_equal(packed.frames[start:start + length].numpy(), sample[:length])
+    # the last frame position of each sample, and one past it, never reads the next sample's frames
+    positions = (packed.lengths[:, None] - 1 + torch.tensor([[0.0, 0.75]])).double()
+    joints = T.resample_packed(packed.frames, packed.starts, packed.lengths, positions)
+    for row in range(len(indices)):
+        last = packed.frames[packed.starts[row] + packed.lengths[row] - 1]
+        assert torch.equal(joints[row, 0], last) and torch.equal(joints[row, 1], last)
 
 
 def test_windows_resampling_and_motion():
@@ -122,10 +137,11 @@ def test_windows_resampling_and_motion():
         pos = T.window_positions(n, 32, T.window_ratio(u, 3, "cpu"), torch.rand(3))
         assert (pos >= 0).all() and (pos <= (n - 1)[:, None]).all()
         assert (pos.diff(dim=1) >= 0).all()
-    joints = torch.zeros(1, 4, 2, 25, 3)
-    joints[0, :, 0] = torch.arange(4.0)[:, None, None] + 1  # actor 1 everywhere, values 1..4
-    joints[0, 2:, 1] = 5.0  # actor 2 enters at frame 2
-    out = T.resample_joints(joints, torch.tensor([0]), torch.tensor([[0.0, 1.5, 2.5, 3.0]]))
+    joints = torch.zeros(4, 2, 25, 3)  # one sample of 4 frames, packed
+    joints[:, 0] = torch.arange(4.0)[:, None, None] + 1  # actor 1 everywhere, values 1..4
+    joints[2:, 1] = 5.0  # actor 2 enters at frame 2
+    positions = torch.tensor([[0.0, 1.5, 2.5, 3.0]])
+    out = T.resample_packed(joints, torch.tensor([0]), torch.tensor([4]), positions)
     assert out[0, :, 0, 0, 0].tolist() == [1.0, 2.5, 3.5, 4.0]  # linear between frames
     assert out[0, 1, 1, 0, 0] == 5.0  # between frames 1 (absent) and 2: frame 2, not half of it
     assert out[0, 0, 1].abs().sum() == 0
@@ -176,12 +192,32 @@ def test_resumed_batches_equal_the_uninterrupted_ones(skeleton_store):
 
 
 def test_learning_rate_schedule():
-    """Catches a warm-up or cosine that does not start near 0, reach the base, and end at 0."""
+    """Catches a warm-up or cosine that does not start near 0, reach the base, and end at 0, and an
+    exponential schedule that does not decay by its factor per epoch."""
     lrs = [learning_rate(s, 100, 10, 0.2) for s in range(100)]
     assert lrs[0] == pytest.approx(0.02) and lrs[9] == pytest.approx(0.2) and lrs[10] == pytest.approx(0.2)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)) and lrs[-1] < 1e-3
+    exp = [learning_rate(s, 100, 0, 0.2, "exp", 0.5, steps_per_epoch=10) for s in (0, 10, 20, 25)]
+    assert exp == pytest.approx([0.2, 0.1, 0.05, 0.05 * 0.5 ** 0.5])
     config = TrainConfig(store="s", protocol="xsub", model="hcn", out="o", batch_size=64, lr=0.1)
     assert config.base_lr() == pytest.approx(0.2)  # linear scaling from batch 32
+
+
+def test_each_model_family_gets_its_recipe_and_every_option_overrides_it():
+    """Catches the skeleton baseline trained with the fused models' SGD 0.1 (it diverged: loss in the
+    hundreds, chance accuracy) and options that do not override the recipe."""
+    hcn = TrainConfig(store="s", protocol="xsub", model="hcn", out="o")
+    assert (hcn.optimizer, hcn.batch_size, hcn.schedule, hcn.recipe) == ("adam", 64, "exp", "hcn")
+    assert hcn.base_lr() == pytest.approx(0.001) and hcn.weight_decay == 1e-4 and hcn.lr_decay == 0.99
+    for name in ("i3d", "ccdfarm", "mmtm"):
+        fused = TrainConfig(store="s", protocol="xsub", model=name, out="o")
+        assert (fused.optimizer, fused.lr, fused.batch_size, fused.epochs, fused.schedule) == \
+            ("sgd", 0.1, 32, 50, "cosine")
+    mine = TrainConfig(store="s", protocol="xsub", model="hcn", out="o", optimizer="sgd", epochs=3)
+    assert (mine.optimizer, mine.epochs, mine.lr) == ("sgd", 3, 0.0005)
+    assert "changed: epochs, optimizer" in mine.describe_recipe()
+    again = TrainConfig(**mine.to_dict())  # what config.json holds resumes to the same settings
+    assert again == mine
 
 
 # --- evaluation ---------------------------------------------------------------------------------------
@@ -314,7 +350,7 @@ def test_nan_loss_stops_with_one_line(skeleton_store, tmp_path):
         "--lr", "1e30", "--clip-norm", "0", "--warmup-epochs", "0", "--device", "cpu", "--quiet"])
     assert result.exit_code == 1
     assert "Error: the training loss became nan" in result.output or "became inf" in result.output
-    assert len(result.output.strip().splitlines()) <= 2, result.output  # loading line + the error
+    assert len(result.output.strip().splitlines()) <= 3, result.output  # recipe, loading, the error
     assert not (tmp_path / "nan" / "last.pt").exists()
 
 
@@ -370,10 +406,10 @@ def test_checkpoint_of_another_model_or_class_count(finished_run, skeleton_store
     line = _one_line_error(CliRunner().invoke(main, [*base, "--checkpoint", str(finished_run / "last.pt"),
                                                      "--model", "ccdfarm"]))
     assert "hcn checkpoint, not ccdfarm" in line
-    state = load_checkpoint(finished_run / "last.pt")
+    state = load_checkpoint(finished_run / "last.pt").to_dict()
     other = model.build("hcn", 120, frames=16)
-    torch.save({**state, "num_classes": 120, "dataset": "ntu120", "model": other.state_dict()},
-               tmp_path / "ntu120.pt")
+    torch.save({**state, "num_classes": 120, "class_names": [str(k) for k in range(120)], "dataset": "ntu120",
+                "model": other.state_dict()}, tmp_path / "ntu120.pt")
     line = _one_line_error(CliRunner().invoke(main, [*base, "--checkpoint", str(tmp_path / "ntu120.pt")]))
     assert "has 120 classes" in line and "the store has 60" in line
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
@@ -405,7 +441,7 @@ def test_init_from_starts_the_skeleton_stream_of_a_fused_model(finished_run, ske
     before = net.rgb.endpoints["conv1a"].conv.weight.clone()
     message = init_stream(net, finished_run / "best.pt", class_names)
     assert "hcn stream" in message
-    for key, value in state["model"].items():
+    for key, value in state.model.items():
         torch.testing.assert_close(net.skeleton.state_dict()[key], value, rtol=0, atol=0, msg=key)
     torch.testing.assert_close(net.rgb.endpoints["conv1a"].conv.weight, before, rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="no hcn stream"):
@@ -418,6 +454,6 @@ def test_summary_tables_finished_runs(finished_run, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((finished_run / "metrics.json").read_text())
     row = result.output.splitlines()[1].split()
-    assert row[1:4] == ["hcn", "xsub", "2"] and float(row[4]) == pytest.approx(report["top1"], abs=1e-4)
+    assert row[1:5] == ["hcn", "xsub", "2", "1"] and float(row[5]) == pytest.approx(report["top1"], abs=1e-4)
     result = CliRunner().invoke(main, ["summary", str(tmp_path)])
     assert result.exit_code == 1 and "not a finished run" in result.output

@@ -28,7 +28,8 @@ def test_two_processes_take_the_same_first_step_as_one(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     store = build_store(root)
     settings = dict(store=str(store), protocol="xsub", model="hcn", epochs=1, batch_size=64, frames=16,
-                    lr=0.1, warmup_epochs=0, flip=0.5, dropout=0.0, device="cpu", workers=0, progress=False)
+                    lr=0.1, optimizer="sgd", warmup_epochs=0, flip=0.5, dropout=0.0, device="cpu", workers=0,
+                    progress=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -36,7 +37,8 @@ def test_two_processes_take_the_same_first_step_as_one(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     args = ["--store", str(store), "--protocol", "xsub", "--model", "hcn", "--out", str(root / "two"),
-            "--epochs", "1", "--batch-size", "64", "--frames", "16", "--lr", "0.1", "--warmup-epochs", "0",
+            "--epochs", "1", "--batch-size", "64", "--frames", "16", "--lr", "0.1", "--optimizer", "sgd",
+            "--warmup-epochs", "0",
             "--flip", "0.5", "--dropout", "0", "--device", "cpu", "--workers", "0", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",

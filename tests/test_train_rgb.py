@@ -19,6 +19,7 @@ import model
 from cli.train import main
 from model import data as D
 from model import transforms as T
+from model.rgb_clips import ClipRequest, RGBClips
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.splits import make_split
@@ -72,28 +73,35 @@ def test_clip_frames_and_their_skeleton_frames(rgb_root):
     store = video_store(rgb_root, "all.zarr", 24, 3, None, 24)
     group = open_store(store)
     assert group.attrs["stages"]["rgb"]["options"]["frames"] == "all"
-    clips = D.RGBClips(store, 16, window=True)
-    index = 3
-    n = int(group["samples/num_frames"][index])
-    clip, frames, _ = clips[D.ClipRequest(0, index, n, None, None)]
+    info = D.read_split(store, "xsub", "train", need_rgb=True)
+    data = D.SplitData(info, D.ClipSpec(frames=16, rgb=True, crop=24), "cpu")
+    position = 3
+    index = int(info.indices[position])
+    frames = data.rgb_frames(None)[position]  # the test clip: the centred window
+    clip = RGBClips(store)[ClipRequest(index, frames)].numpy()
     assert clip.shape == (16, 24, 24, 3) and frames.shape == (16,)
     kept, source = group["skeleton/frame_index"][index], group["rgb/frame_index"][index]
     stored = group["rgb/frames"][index]
+    skeleton_frames = data.rgb_table.to_skeleton[position, frames]
     found = 0
     for t in range(16):  # each clip frame is a stored frame, and its skeleton frame has the same source
-        match = [s for s in range(300) if source[s] >= 0 and np.array_equal(stored[s], clip[t])]
-        assert match, t
-        if frames[t] >= 0:
-            assert kept[frames[t]] in source[match]
+        assert source[frames[t]] >= 0 and np.array_equal(stored[frames[t]], clip[t]), t
+        if skeleton_frames[t] >= 0:
+            assert kept[skeleton_frames[t]] == source[frames[t]]
             found += 1
     assert found >= 12
-    early, _, _ = clips[D.ClipRequest(0, index, n, 0.5, 0.0)]
-    late, _, _ = clips[D.ClipRequest(0, index, n, 0.5, 0.999)]
-    assert not np.array_equal(early, late)  # a training window moves with its uniforms
+    randoms = torch.zeros(len(info), D.NUM_RANDOMS, dtype=torch.float64)  # window ratio 0.5
+    early = data.rgb_frames(randoms)[position]
+    randoms[:, D.WINDOW_START] = 0.999
+    late = data.rgb_frames(randoms)[position]
+    assert late.min() > early.min() and late.max() > early.max()  # a training window moves with its uniforms
 
-    fixed = D.RGBClips(video_store(rgb_root, "fixed.zarr", 24, 3, 32, 24), 16, window=False)
-    clip, _, _ = fixed[D.ClipRequest(0, index, n, 0.5, 0.9)]
-    assert np.array_equal(clip, open_store(fixed.store)["rgb/frames"][index][::2])
+    fixed_store = video_store(rgb_root, "fixed.zarr", 24, 3, 32, 24)
+    fixed = D.SplitData(D.read_split(fixed_store, "xsub", "train", need_rgb=True),
+                        D.ClipSpec(frames=16, rgb=True, crop=24), "cpu")
+    assert np.array_equal(fixed.rgb_frames(randoms)[position], np.arange(0, 32, 2))  # as stored, every other
+    clip = RGBClips(fixed_store)[ClipRequest(index, np.arange(0, 32, 2))].numpy()
+    assert np.array_equal(clip, open_store(fixed_store)["rgb/frames"][index][::2])
 
 
 def test_centre_crop_copies_pixels_and_the_flip_mirrors_them():

@@ -1,0 +1,66 @@
+"""The processes of a run: one, or one per GPU under torchrun (RANK, WORLD_SIZE, LOCAL_RANK).
+
+    procs = start_processes("cuda")        # joins the process group (nccl on CUDA, gloo on CPU)
+    total = all_sum(local_sums, procs)     # a small tensor summed over the processes
+    message = broadcast_text(text, procs)  # rank 0's string, in every process (e.g. an error to raise)
+    stop_processes(procs)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in the run: rank, world size, device (cuda:LOCAL_RANK under DDP)."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def start_processes(device: str) -> Processes:
+    """One process, or this one of torchrun's: joins the process group (nccl on CUDA, gloo on CPU) and
+    picks its GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Processes(0, 1, torch.device(device))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Processes(rank, world, torch.device(f"cuda:{local}" if cuda else device))
+
+
+def stop_processes(procs: Processes) -> None:
+    if procs.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum(values: Tensor, procs: Processes) -> Tensor:
+    """Sum a small tensor over the processes (itself with one process)."""
+    if procs.world > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def broadcast_text(text: str, procs: Processes) -> str:
+    """Rank 0's `text` in every process (itself with one process)."""
+    if procs.world == 1:
+        return text
+    box = [text]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,120 @@
+"""The numbers and pictures made of logits: top-1/top-5, per-class accuracy, the confusion matrix (PNG),
+and an evaluation's files.
+
+    report = classification_report(logits, labels, class_names)   # {"top1", "top5", "per_class", ...}
+    write_evaluation(Path("run/"), report, scores, title)         # metrics.json, confusion.png, scores.npz
+
+`top1` and `top5` are fractions in [0, 1]; `per_class` maps each class name to its accuracy (None where
+the split has no sample of it) and its sample count. The PNG is drawn with OpenCV: rows are the true
+classes, columns the predicted ones, each row normalised by its sample count. Every file is written
+whole (ntu_pipeline/atomic.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from model.scores import Scores, write_scores
+from ntu_pipeline.atomic import atomic_write_bytes, atomic_write_text
+
+
+def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
+    """Share of samples whose label is among the k highest logits: logits (n, K), labels (n,)."""
+    if len(labels) == 0:
+        return float("nan")
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices  # (n, k)
+    return (top == labels[:, None]).any(dim=1).double().mean().item()
+
+
+def confusion_matrix(predicted: Tensor, labels: Tensor, num_classes: int) -> np.ndarray:
+    """(K, K) int64 counts, rows the true class, columns the predicted one; predicted, labels (n,)."""
+    flat = labels.long() * num_classes + predicted.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes).numpy()
+
+
+def classification_report(logits: Tensor, labels: Tensor, class_names: list[str] | tuple[str, ...]) -> dict:
+    """{"top1", "top5" (fractions), "loss" (mean cross-entropy), "num_samples", "per_class": {name:
+    {"accuracy": fraction or None, "samples": n}}} of logits (n, K) against labels (n,)."""
+    conf = confusion_matrix(logits.argmax(dim=1), labels, len(class_names))
+    per_class = {}
+    for k, name in enumerate(class_names):
+        total = int(conf[k].sum())
+        per_class[name] = {"accuracy": float(conf[k, k] / total) if total else None, "samples": total}
+    return {
+        "top1": topk_accuracy(logits, labels, 1),
+        "top5": topk_accuracy(logits, labels, 5),
+        "loss": F.cross_entropy(logits.float(), labels.long()).item() if len(labels) else float("nan"),
+        "num_samples": len(labels),
+        "per_class": per_class,
+    }
+
+
+def draw_confusion(conf: np.ndarray, class_names: list[str] | tuple[str, ...], title: str = "",
+                   numbers: list[int] | None = None) -> np.ndarray:
+    """A BGR image (H, W, 3) uint8 of the row-normalised confusion matrix `conf` (K, K): viridis
+    cells, rows without samples grey, the diagonal outlined; class labels where the cells are large
+    enough to read, else every tenth index. numbers: the 1-based class number of each row (default 1..K)."""
+    k = conf.shape[0]
+    numbers = list(range(1, k + 1)) if numbers is None else list(numbers)
+    cell = int(np.clip(1000 // max(k, 1), 4, 40))
+    labelled = cell >= 12
+    left = 260 if labelled else 40
+    top = 50
+    size = cell * k
+    image = np.full((top + size + 20, left + size + 20, 3), 255, np.uint8)
+    rows = conf.sum(axis=1, keepdims=True)
+    share = np.divide(conf, rows, out=np.zeros(conf.shape, np.float64), where=rows > 0)
+    colours = cv2.applyColorMap((share * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)  # (K, K, 3)
+    colours[rows[:, 0] == 0] = 200
+    image[top:top + size, left:left + size] = np.repeat(np.repeat(colours, cell, 0), cell, 1)
+    if cell >= 8:
+        for i in range(k):
+            cv2.rectangle(image, (left + i * cell, top + i * cell), (left + (i + 1) * cell - 1,
+                          top + (i + 1) * cell - 1), (0, 0, 255), 1)
+    font, scale, black = cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0)
+    cv2.putText(image, title, (10, 20), font, 0.5, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "predicted ->", (left, top - 8), font, scale, black, 1, cv2.LINE_AA)
+    for i, name in enumerate(class_names):
+        if labelled:
+            text = f"{numbers[i]:3d} {name}"[:38]
+            cv2.putText(image, text, (4, top + i * cell + cell // 2 + 4), font, scale, black, 1, cv2.LINE_AA)
+            cv2.putText(image, str(numbers[i]), (left + i * cell + 1, top - 22 - 10 * (i % 2)), font, 0.3,
+                        black, 1, cv2.LINE_AA)
+        elif i % 10 == 0:
+            label = str(numbers[i])
+            cv2.putText(image, label, (4, top + i * cell + cell), font, scale, black, 1, cv2.LINE_AA)
+            cv2.putText(image, label, (left + i * cell, top - 22), font, scale, black, 1, cv2.LINE_AA)
+    return image
+
+
+def write_report(report: dict, conf: np.ndarray, class_names: list[str] | tuple[str, ...], out_dir: Path,
+                 title: str = "") -> tuple[Path, Path]:
+    """Write out_dir/metrics.json and out_dir/confusion.png, each whole; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics, png = out_dir / "metrics.json", out_dir / "confusion.png"
+    atomic_write_text(metrics, json.dumps(report, indent=1) + "\n")
+    shown = np.flatnonzero(conf.sum(axis=0) + conf.sum(axis=1))  # classes with a sample or a prediction
+    names, numbers = list(class_names), None
+    if 0 < len(shown) < len(class_names):  # e.g. a store of a few classes: leave out the empty rest
+        conf, names, numbers = conf[np.ix_(shown, shown)], [names[i] for i in shown], (shown + 1).tolist()
+    ok, encoded = cv2.imencode(".png", draw_confusion(conf, names, title, numbers))
+    if not ok:
+        raise OSError(f"{png}: OpenCV could not encode the confusion matrix")
+    atomic_write_bytes(png, encoded.tobytes())
+    return metrics, png
+
+
+def write_evaluation(out_dir: Path, report: dict, scores: Scores, title: str = "") -> None:
+    """An evaluation's files in out_dir: metrics.json (`report`), confusion.png and scores.npz."""
+    labels = torch.from_numpy(scores.labels)
+    conf = confusion_matrix(torch.from_numpy(scores.logits).argmax(1), labels, len(scores.class_names))
+    write_report(report, conf, scores.class_names, out_dir, title)
+    write_scores(Path(out_dir) / "scores.npz", scores)

@@ -1,0 +1,140 @@
+"""Finished runs read back: the table `ntu-train summary` prints and the training curves it draws.
+
+    runs = [read_run(Path("runs/hcn")), read_run(Path("runs/ccdfarm"))]
+    for line in format_table(runs): print(line)
+    plot_curves(runs, Path("curves.png"))     # train and test loss and top-1 per epoch, one colour a run
+
+A finished run directory holds config.json, metrics.jsonl (one line per epoch) and metrics.json (the
+final evaluation); an eval or ensemble directory holds metrics.json alone and is listed without curves.
+The figure is drawn with OpenCV (matplotlib is not a dependency): two panels, loss and top-1 against
+the epoch, train dashed and test solid, a legend of the runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ntu_pipeline.atomic import atomic_write_bytes
+from ntu_pipeline.errors import TrainingError
+
+# BGR, distinguishable and readable on white (Tableau's first colours)
+COLOURS = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
+           (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23))
+PANEL_W, PANEL_H, MARGIN = 560, 380, 60
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run: Path
+    model: str
+    protocol: str
+    epochs: int
+    top1: float
+    top5: float
+    clips: int
+    history: tuple[dict, ...]  # metrics.jsonl's lines, () for an eval or ensemble directory
+
+
+def read_run(run: Path) -> RunSummary:
+    """A run (or eval/ensemble) directory's summary; TrainingError in one line for any other folder."""
+    run = Path(run)
+    metrics = run / "metrics.json"
+    if not metrics.is_file():
+        raise TrainingError(f"{run}: no metrics.json (not a finished run, eval or ensemble)")
+    try:
+        report = json.loads(metrics.read_text())
+        config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+        log = run / "metrics.jsonl"
+        history = tuple(json.loads(line) for line in log.read_text().splitlines() if line.strip()) \
+            if log.is_file() else ()
+    except (OSError, ValueError) as err:
+        raise TrainingError(f"{run}: unreadable run files ({err})") from err
+    return RunSummary(run, str(config.get("model", report.get("model", "?"))),
+                      str(config.get("protocol", report.get("protocol", "?"))),
+                      int(config.get("epochs", report.get("epoch", 0)) or 0), float(report["top1"]),
+                      float(report["top5"]), int(report.get("clips", 1)), history)
+
+
+def format_table(runs: list[RunSummary]) -> list[str]:
+    lines = [f"{'run':28s} {'model':10s} {'protocol':8s} {'epochs':>6s} {'clips':>5s} {'top1':>7s} "
+             f"{'top5':>7s}  confusion"]
+    for r in runs:
+        lines.append(f"{str(r.run)[-28:]:28s} {r.model:10s} {r.protocol:8s} {r.epochs:6d} {r.clips:5d} "
+                     f"{r.top1:7.4f} {r.top5:7.4f}  {r.run / 'confusion.png'}")
+    return lines
+
+
+def _dashed(image: np.ndarray, points: list[tuple[int, int]], colour, dash: bool) -> None:
+    for a, b in zip(points[:-1], points[1:], strict=True):
+        if not dash:
+            cv2.line(image, a, b, colour, 2, cv2.LINE_AA)
+            continue
+        length = max(int(np.hypot(b[0] - a[0], b[1] - a[1])), 1)
+        for start in range(0, length, 10):
+            t0, t1 = start / length, min(start + 6, length) / length
+            p0 = (int(a[0] + t0 * (b[0] - a[0])), int(a[1] + t0 * (b[1] - a[1])))
+            p1 = (int(a[0] + t1 * (b[0] - a[0])), int(a[1] + t1 * (b[1] - a[1])))
+            cv2.line(image, p0, p1, colour, 2, cv2.LINE_AA)
+    for p in points if len(points) == 1 else []:
+        cv2.circle(image, p, 4, colour, -1, cv2.LINE_AA)
+
+
+def _panel(runs: list[RunSummary], keys: tuple[str, str], title: str, fixed: tuple[float, float] | None):
+    image = np.full((PANEL_H, PANEL_W, 3), 255, np.uint8)
+    values = [line[k] for r in runs for line in r.history for k in keys if k in line]
+    epochs = [line["epoch"] for r in runs for line in r.history] or [1]
+    lo, hi = fixed or (min(values, default=0.0), max(values, default=1.0))
+    hi = hi if hi > lo else lo + 1
+    e_lo, e_hi = min(epochs), max(max(epochs), min(epochs) + 1)
+    x0, y0, x1, y1 = MARGIN, 30, PANEL_W - 20, PANEL_H - MARGIN
+
+    def at(epoch: float, value: float) -> tuple[int, int]:
+        return (int(x0 + (epoch - e_lo) / (e_hi - e_lo) * (x1 - x0)),
+                int(y1 - (value - lo) / (hi - lo) * (y1 - y0)))
+
+    font, black, grey = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0), (225, 225, 225)
+    for k in range(6):
+        v = lo + (hi - lo) * k / 5
+        y = at(e_lo, v)[1]
+        cv2.line(image, (x0, y), (x1, y), grey, 1)
+        cv2.putText(image, f"{v:.3g}", (4, y + 4), font, 0.4, black, 1, cv2.LINE_AA)
+    for e in sorted(set(np.linspace(e_lo, e_hi, min(e_hi - e_lo + 1, 6)).round().astype(int).tolist())):
+        x = at(e, lo)[0]
+        cv2.line(image, (x, y1), (x, y1 + 4), black, 1)
+        cv2.putText(image, str(e), (x - 6, y1 + 18), font, 0.4, black, 1, cv2.LINE_AA)
+    cv2.rectangle(image, (x0, y0), (x1, y1), black, 1)
+    cv2.putText(image, title, (x0, 20), font, 0.5, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "epoch", ((x0 + x1) // 2 - 20, PANEL_H - 12), font, 0.45, black, 1, cv2.LINE_AA)
+    for i, r in enumerate(runs):
+        for key, dash in zip(keys, (True, False), strict=True):
+            points = [at(line["epoch"], line[key]) for line in r.history if key in line]
+            if points:
+                _dashed(image, points, COLOURS[i % len(COLOURS)], dash)
+    return image
+
+
+def plot_curves(runs: list[RunSummary], path: Path) -> None:
+    """One PNG: loss and top-1 panels, each run a colour, train dashed and test solid, a legend."""
+    drawn = [r for r in runs if r.history]
+    if not drawn:
+        raise TrainingError("no run with a metrics.jsonl to draw (eval and ensemble directories have none)")
+    panels = np.hstack([_panel(drawn, ("train_loss", "test_loss"), "loss (cross-entropy of the prediction)",
+                               None), _panel(drawn, ("train_top1", "test_top1"), "top-1", (0.0, 1.0))])
+    legend = np.full((24 * (len(drawn) + 1) + 10, panels.shape[1], 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(legend, "dashed: train, solid: test", (MARGIN, 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, r in enumerate(drawn):
+        y = 24 * (i + 2)
+        colour = COLOURS[i % len(COLOURS)]
+        cv2.line(legend, (MARGIN, y - 5), (MARGIN + 30, y - 5), colour, 3)
+        cv2.putText(legend, f"{r.run} ({r.model}, test top-1 {r.top1:.3f})", (MARGIN + 40, y), font, 0.45,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    ok, encoded = cv2.imencode(".png", np.vstack([panels, legend]))
+    if not ok:
+        raise TrainingError(f"{path}: OpenCV could not encode the figure")
+    atomic_write_bytes(Path(path), encoded.tobytes())
