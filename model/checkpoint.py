@@ -55,6 +55,7 @@ class Checkpoint:
     pretrained: list[str]
     rng: dict
     format: str = CHECKPOINT_FORMAT
+    inputs: dict = field(default_factory=dict)  # how the store prepared them: {"rgb": the stage's options}
 
     @property
     def num_classes(self) -> int:
@@ -67,7 +68,7 @@ class Checkpoint:
                 "model": self.model, "optimizer": self.optimizer, "epoch": state.epoch, "step": state.step,
                 "history": state.history, "best_top1": state.best_top1, "best_epoch": state.best_epoch,
                 "epoch_sums": state.sums.cpu(), "pretrained": list(self.pretrained),
-                "seed": self.config.get("seed", 0), "rng": self.rng}
+                "seed": self.config.get("seed", 0), "rng": self.rng, "inputs": self.inputs}
 
     @classmethod
     def from_dict(cls, saved: dict) -> Checkpoint:
@@ -81,7 +82,7 @@ class Checkpoint:
                          else torch.zeros(len(SUMS), dtype=torch.float64))
         return cls(saved["model_name"], list(saved["class_names"]), saved.get("dataset", ""), saved["config"],
                    saved["model"], saved.get("optimizer", {}), state, list(saved.get("pretrained", [])),
-                   saved.get("rng", {}), saved["format"])
+                   saved.get("rng", {}), saved["format"], dict(saved.get("inputs", {})))
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -121,6 +121,7 @@ class SplitInfo:
     rgb_size: int | None = None
     rgb_all: bool = False
     left_out: dict[str, int] = dataclasses.field(default_factory=dict)  # "<stage> <status>" -> samples
+    rgb_options: dict = dataclasses.field(default_factory=dict)  # the RGB stage's: frames, size, codec
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -165,7 +166,8 @@ def read_split(store: str | Path, protocol: str, part: str, need_rgb: bool = Fal
     if need_rgb:
         frames = group["rgb/frames"]
         rgb = {"rgb_frames": int(frames.shape[1]), "rgb_size": int(frames.shape[2]),
-               "rgb_all": recorded["rgb"]["options"].get("frames") == "all"}
+               "rgb_all": recorded["rgb"]["options"].get("frames") == "all",
+               "rgb_options": dict(recorded["rgb"]["options"])}
     num_frames = group["samples/num_frames"][:][indices] if "skeleton" in recorded else np.zeros(len(indices))
     return SplitInfo(
         store=store, protocol=protocol, part=part, indices=indices,

@@ -212,7 +212,7 @@ def _fit(config: TrainConfig, resume: bool, procs: Processes, say, stream: TextI
                    "cuda": list(torch.cuda.get_rng_state_all()) if cuda else []}
             save_checkpoint(path, Checkpoint(config.model, list(class_names), train_info.dataset,
                                              config.to_dict(), net.state_dict(), optimizer.state_dict(), run,
-                                             pretrained, rng))
+                                             pretrained, rng, inputs={"rgb": train_info.rgb_options}))
 
     def partial(run: RunState, step: int, total: Tensor) -> None:  # mid-epoch: last.pt only
         checkpoint(run_dir / "last.pt", RunState(run.epoch, step, run.history, run.best_top1, run.best_epoch,
