@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from cli.errors import CONTEXT, user_errors
+from cli.predict import predict_command
 from cli.results import ensemble_command, summary_command
 from model import MODEL_NAMES
 from model.config import OPTIMIZERS, SCHEDULES, TrainConfig, default_device, default_workers
@@ -172,6 +173,7 @@ def eval_command(checkpoint, store, protocol, out, model_name, clips, batch_size
 
 main.add_command(summary_command)
 main.add_command(ensemble_command)
+main.add_command(predict_command)
 
 
 if __name__ == "__main__":

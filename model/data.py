@@ -162,6 +162,14 @@ def read_split(store: str | Path, protocol: str, part: str, need_rgb: bool = Fal
         why = f" (left out: {describe_left_out(left_out)})" if left_out else ""
         raise StoreFormatError(f"{store}: split {protocol}/{part} has no sample with a usable "
                                f"{' and '.join(stages)}{why}")
+    return samples_info(group, store, indices, protocol, part, need_rgb, left_out)
+
+
+def samples_info(group, store: Path, indices: np.ndarray, protocol: str, part: str, need_rgb: bool,
+                 left_out: dict[str, int]) -> SplitInfo:
+    """The SplitInfo of samples `indices` of `store` (opened as `group`), their usability checked by the
+    caller (`read_split`; `model.recordings` for the recordings it prepares)."""
+    recorded = dict(group.attrs.get("stages", {}))
     rgb: dict = {}
     if need_rgb:
         frames = group["rgb/frames"]

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from model.checkpoint import check_checkpoint_fits, load_checkpoint, load_weights
+from model.checkpoint import Checkpoint, check_checkpoint_fits, load_checkpoint, load_weights
 from model.config import TrainConfig, default_device, default_workers
 from model.data import SplitData, read_split
 from model.reports import classification_report, write_evaluation
@@ -98,6 +98,20 @@ def write_split_evaluation(result: tuple[Tensor, Tensor], data: SplitData, out_d
     return report
 
 
+def evaluation_config(saved: Checkpoint, device: str | None, workers: int | None) -> TrainConfig:
+    """The checkpoint's run, executed for evaluation on `device` with `workers` (None: this machine's)."""
+    return TrainConfig(**saved.config).for_evaluation(device or default_device(),
+                                                      default_workers() if workers is None else workers)
+
+
+def trained_network(saved: Checkpoint, path: Path, config: TrainConfig) -> tuple[nn.Module, Runtime]:
+    """The checkpoint's network with its weights, on config.device, and the runtime that runs it."""
+    runtime = Runtime(torch.device(config.device), config.bf16)
+    net = build_network(saved.model_name, saved.num_classes, config.model_options(), runtime.device)
+    load_weights(net, saved, path)
+    return net, runtime
+
+
 def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, protocol: str, out_dir: str | Path | None,
                         model: str | None = None, batch_size: int = 32, device: str | None = None,
                         workers: int | None = None, clips: int = 1) -> dict:
@@ -107,13 +121,10 @@ def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, protocol: str
     where they do not fit. A run trained with --sync-bn on GPUs evaluates on a CPU too."""
     path = Path(checkpoint)
     saved = load_checkpoint(path)
-    config = TrainConfig(**saved.config).for_evaluation(device or default_device(),
-                                                        default_workers() if workers is None else workers)
+    config = evaluation_config(saved, device, workers)
     info = read_split(store, protocol, "test", config.uses_rgb, config.uses_skeleton)
     check_checkpoint_fits(saved, path, model, info.class_names)
-    runtime = Runtime(torch.device(config.device), config.bf16)
-    net = build_network(saved.model_name, saved.num_classes, config.model_options(), runtime.device)
-    load_weights(net, saved, path)
+    net, runtime = trained_network(saved, path, config)
     data = SplitData(info, config.clip_spec(), runtime.device, config.seed, config.workers)
     result = evaluate_split(net, data, batch_size, runtime, clips)
     return write_split_evaluation(result, data, None if out_dir is None else Path(out_dir), {
