@@ -132,7 +132,7 @@ class HCN(nn.Module):
         HCN-pytorch does. PyTorch's default (Kaiming-uniform, a = sqrt(5)) leaves this BatchNorm-free
         network's activations so small that it barely trains from scratch: 0.49 test top-1 after 8
         epochs on the synthetic 6-class store against 0.76 with this
-        (tests/test_train.py::test_hcn_learns_the_synthetic_classes)."""
+        (tests/test_train_fit.py::test_hcn_learns_the_synthetic_classes)."""
         for module in (self.position, self.motion, self.conv5, self.conv6, self.fc7, self.fc8):
             for layer in module.modules():
                 if isinstance(layer, (nn.Conv2d, nn.Linear)):

@@ -27,12 +27,7 @@ FIT = ["--protocol", "xsub", "--epochs", "1", "--batch-size", "4", "--frames", "
        "--device", "cpu", "--workers", "0", "--warmup-epochs", "0", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_train.py
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: why one thread
 
 
 def invoke(*args: str):
@@ -59,8 +54,9 @@ def runs(corpus, tmp_path_factory) -> dict[str, Path]:
     for name in ("hcn", "ccdfarm"):
         result = invoke("fit", "--store", store, "--model", name, "--out", root / name, *FIT)
         assert result.exit_code == 0, result.output
-        result = invoke("eval", "--checkpoint", root / name / "best.pt", "--store", store, "--protocol", "xsub",
-                        "--clips", "2", "--out", root / name / "eval", "--device", "cpu", "--workers", "0")
+        result = invoke("eval", "--checkpoint", root / name / "best.pt", "--store", store, "--protocol",
+                        "xsub", "--clips", "2", "--out", root / name / "eval", "--device", "cpu",
+                        "--workers", "0")
         assert result.exit_code == 0, result.output
     return {name: root / name for name in ("hcn", "ccdfarm")}
 
@@ -97,7 +93,8 @@ def test_predict_gives_the_logits_of_eval(corpus, runs, tmp_path, model_name):
         np.testing.assert_allclose(line["logits"], expected, rtol=0, atol=1e-6, err_msg=line["name"])
         probabilities = torch.softmax(torch.tensor(expected, dtype=torch.float64), 0)
         best = int(probabilities.argmax())
-        assert line["top5"][0] == [saved.class_names[best], pytest.approx(float(probabilities[best]), abs=1e-4)]
+        top = [saved.class_names[best], pytest.approx(float(probabilities[best]), abs=1e-4)]
+        assert line["top5"][0] == top
         assert len(line["top5"]) == 5 and line["true_class"] is None
 
 
@@ -106,7 +103,8 @@ def test_an_ntu_name_shows_its_true_class_and_the_picture(corpus, runs, tmp_path
     an image of what the model saw beside the bars (catches a picture that is not written or empty)."""
     raw, _ = corpus
     skeleton = next(raw.rglob("*A002.skeleton"))
-    for name, extra in (("hcn", []), ("ccdfarm", ["--video", raw.rglob(skeleton.stem + "_rgb.avi").__next__()])):
+    video = next(raw.rglob(skeleton.stem + "_rgb.avi"))
+    for name, extra in (("hcn", []), ("ccdfarm", ["--video", video])):
         picture = tmp_path / f"{name}.png"
         result = invoke("predict", "--checkpoint", runs[name] / "best.pt", "--skeleton", skeleton, *extra,
                         "--picture", picture, "--device", "cpu")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import build_store
+from training import build_store
 
 from model.config import TrainConfig
 from model.train import fit

@@ -35,12 +35,7 @@ HAND_RIGHT, HAND_TIP_RIGHT = KINECT_JOINTS.index("HandRight"), KINECT_JOINTS.ind
 HAND_LEFT, HAND_TIP_LEFT = KINECT_JOINTS.index("HandLeft"), KINECT_JOINTS.index("HandTipLeft")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_train.py
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: why one thread
 
 
 def video_store(root: Path, name: str, samples: int, classes: int, frames: int | None, size: int) -> Path:

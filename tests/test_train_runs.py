@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from test_train import build_store, hcn_config
+from training import build_store, hcn_config
 
 from cli.train import main
 from model.checkpoint import load_checkpoint
@@ -27,12 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the processes these tests start (bitwise comparisons), see test_train.py
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: why one thread
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +76,7 @@ def test_a_kill_between_best_and_last_resumes_to_the_same_best(store, tmp_path):
         import os, torch
         from pathlib import Path
         import model.train as train
-        from test_train import hcn_config
+        from training import hcn_config
         real, calls = train.save_checkpoint, [0]
         def dying(path, checkpoint):
             if calls[0] == {kill_at}:  # the first write at the end of the improving epoch
