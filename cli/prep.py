@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from cli.errors import CONTEXT, user_errors
+from cli.export import export_command
 from ntu_pipeline import __version__
 from ntu_pipeline.manifests import DATASETS, protocol_counts, protocols
 from ntu_pipeline.stages.backends import BACKENDS
@@ -203,8 +204,6 @@ def synth_command(out, samples, classes, seed, no_videos, quiet):
     written = write_synthetic_corpus(out, samples, classes, seed, videos=not no_videos, progress=not quiet)
     click.echo(f"wrote {written} samples under {out}")
 
-
-from cli.export import export_command  # noqa: E402
 
 main.add_command(export_command)
 

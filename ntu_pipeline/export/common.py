@@ -13,7 +13,7 @@ Usage (the formats' own modules do this; `ntu-prep export` is the command):
 Memory: a read holds one shard of the store (at most BLOCK_BYTES of it), so an export's allocations
 peak at about 3.5x a shard's decoded skeleton/joints (zarr's decoding included; 76 MiB for 128-sample
 shards) whatever the number of samples, plus the per-sample tables (about 100 bytes a sample).
-bench/export_memory.py measures it; tests/test_export.py checks it on 2,000 samples.
+bench/export_memory.py measures it; tests/test_export_cli.py checks it on 2,000 samples.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import zarr
@@ -95,6 +96,10 @@ class ExportSummary:
         return "\n".join(lines)
 
 
+SplitSource = Literal["stored", "computed"]
+SPLIT_SOURCES = get_args(SplitSource)
+
+
 @dataclass(frozen=True, eq=False)
 class ExportSplit:
     """One protocol's train/test sample indices (sorted) as an export uses them."""
@@ -102,8 +107,12 @@ class ExportSplit:
     protocol: str
     train: np.ndarray
     test: np.ndarray
-    source: str  # "stored" | "computed"
+    source: SplitSource  # the store's own split, or computed from the protocol by the export
     keep_missing: bool
+
+    def __post_init__(self):
+        if self.source not in SPLIT_SOURCES:
+            raise ValueError(f"split source must be one of {SPLIT_SOURCES}, not {self.source!r}")
 
     def record(self) -> dict:
         return {"source": self.source, "keep_missing": self.keep_missing,
