@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 from ntu_pipeline.skeleton.actors import select_actors  # noqa: E402
 from ntu_pipeline.skeleton.parse import parse_skeleton  # noqa: E402
+from ntu_pipeline.store import Status  # noqa: E402
 from ntu_pipeline.store.jpeg_codec import encode_frame  # noqa: E402
 from ntu_pipeline.video import decode  # noqa: E402
 from ntu_pipeline.video.crop import (  # noqa: E402
@@ -249,9 +250,10 @@ def whole_extract(paths: list[Path], copies: int) -> float:
         frames = int(zarr.open_group(str(Path(tmp, "s.zarr")), mode="r")["rgb/num_source_frames"][:].sum())
         size = sum(f.stat().st_size for f in Path(tmp, "s.zarr/rgb").rglob("*") if f.is_file())
     rgb = next(s for s in summary.stages if s.name == "rgb")
+    ok = rgb.counts[Status.OK]
     print(f"\nwhole extract (skeletons + videos, jobs=1): {len(paths) * copies} videos, "
-          f"{rgb.counts['ok']} ok, {frames / cpu:.1f} source frames/s of CPU ({frames / wall:.1f} wall), "
-          f"rgb arrays {size / rgb.counts['ok'] / 1024:.0f} KB per sample")
+          f"{ok} ok, {frames / cpu:.1f} source frames/s of CPU ({frames / wall:.1f} wall), "
+          f"rgb arrays {size / ok / 1024:.0f} KB per sample")
     return frames / cpu
 
 

@@ -83,6 +83,7 @@ def run_phase(phase: str, corpus: Path, store: Path, repeat: int) -> dict:
 
     from ntu_pipeline.skeleton.parse import parse_skeleton
     from ntu_pipeline.stages.runner import ExtractConfig, extract
+    from ntu_pipeline.store.status import describe_counts
 
     files = sorted(corpus.glob("*.skeleton"))
     nbytes = sum(f.stat().st_size for f in files)
@@ -106,7 +107,7 @@ def run_phase(phase: str, corpus: Path, store: Path, repeat: int) -> dict:
             out = store.with_name(f"{store.stem}_{run}.zarr")  # a new store each run: no resuming
             config = ExtractConfig(skeletons=corpus, out=out, dataset="ntu60", jobs=1, progress=False)
             summary = extract(config, say=lambda _: None)
-            note = "status: " + ", ".join(f"{k} {v}" for k, v in summary.stages[0].counts.items() if v)
+            note = "status: " + describe_counts(summary.stages[0].counts)
         seconds = min(seconds, time.perf_counter() - started)
     return {
         "phase": phase, "files": len(files), "bytes": nbytes, "seconds": seconds, "warmup": warmup,

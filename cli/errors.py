@@ -6,7 +6,8 @@ one-line messages while real bugs still show their traceback.
     def info_command(store): ...
 
 Exit codes (every command): 0 done; 1 an error (one line naming the file and what is wrong); 2 a usage
-error (click's: an unknown option, a bad value); 130 interrupted by Ctrl-C.
+error (click's: an unknown option, a value of the wrong type or out of range; and ours: ConfigError, an
+option or combination of options that cannot work); 130 interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,15 +17,21 @@ from functools import wraps
 
 import click
 
-from ntu_pipeline.errors import Interrupted, NTUPrepError
+from ntu_pipeline.errors import ConfigError, Interrupted, NTUPrepError
 from ntu_pipeline.stages.interrupt import MESSAGE as INTERRUPTED
 
 CONTEXT = {"max_content_width": 110, "help_option_names": ["-h", "--help"]}
 
 
+class OptionsError(click.ClickException):
+    """Options that cannot work: one line, as every error of ours, with click's usage exit code."""
+
+    exit_code = 2
+
+
 def user_errors(fn):
     """NTUPrepError (every error the project raises on purpose) and OSError (a file the system refused)
-    become `Error: <one line>` and exit 1; Ctrl-C exits 130 with one line; a closed pipe (`| head`) ends
+    become `Error: <one line>`, exit 1 (2 for a ConfigError: options that cannot work are usage errors); Ctrl-C exits 130 with one line; a closed pipe (`| head`) ends
     quietly (click's own handling); anything else is a bug and keeps its traceback."""
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -35,6 +42,8 @@ def user_errors(fn):
             sys.exit(130)
         except BrokenPipeError:
             raise  # click exits quietly on EPIPE
+        except ConfigError as err:
+            raise OptionsError(str(err)) from err
         except NTUPrepError as err:
             raise click.ClickException(str(err)) from err
         except OSError as err:

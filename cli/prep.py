@@ -23,15 +23,22 @@ import click
 
 from cli.errors import CONTEXT, user_errors
 from cli.export import export_command
+from cli.options import config_default
 from ntu_pipeline import __version__
 from ntu_pipeline.manifests import DATASETS, protocol_counts, protocols
 from ntu_pipeline.stages.backends import BACKENDS
+from ntu_pipeline.stages.rgb_options import RGB_CODECS
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.lock import store_lock
 from ntu_pipeline.store.splits import make_split
+from ntu_pipeline.synth.skeleton import MAX_CLASSES
 
 STORE = click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+
+
+def extract_default(name: str):
+    return config_default(ExtractConfig, name)
 
 
 @click.group(context_settings=CONTEXT)
@@ -54,21 +61,26 @@ def main():
               help="The store (a folder): new, empty, or an ntu-prep store to resume or add to.")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None,
               help="Default: ntu120 if any file is of setup > 17 or action > 60, else ntu60.")
-@click.option("--jobs", default=1, show_default=True, help="Parallel worker processes (one per core).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="loky", show_default=True,
+@click.option("--jobs", default=extract_default("jobs"), show_default=True, type=click.IntRange(min=1),
+              help="Parallel worker processes (one per core).")
+@click.option("--backend", type=click.Choice(BACKENDS), default=extract_default("backend"),
+              show_default=True,
               help="loky: processes on this machine; dask: a dask.distributed cluster (see --scheduler).")
 @click.option("--scheduler", default=None,
               help="Address of a running dask scheduler (with --backend dask; default: a local cluster of "
                    "--jobs workers). Its workers must see the input and --out at the same absolute paths.")
-@click.option("--shard-size", default=128, show_default=True, help="Skeleton samples per shard (and task).")
-@click.option("--frames", default="32", show_default=True,
+@click.option("--shard-size", default=extract_default("shard_size"), show_default=True,
+              type=click.IntRange(min=1), help="Skeleton samples per shard (and task).")
+@click.option("--frames", default=str(extract_default("rgb_frames")), show_default=True,
               help="RGB frames per sample, spread evenly over the video; 'all': every frame up to 300.")
-@click.option("--size", default=256, show_default=True,
+@click.option("--size", default=extract_default("rgb_size"), show_default=True,
               help="Side of the square RGB crop, in pixels: any even number >= 16.")
-@click.option("--rgb-codec", type=click.Choice(["jpeg", "lz4"]), default="jpeg", show_default=True,
-              help="jpeg: quality --quality, ~10x smaller; lz4: lossless (blosc lz4).")
-@click.option("--quality", default=90, show_default=True, help="JPEG quality of the RGB frames.")
-@click.option("--rgb-shard-size", default=16, show_default=True, help="RGB samples per shard (and task).")
+@click.option("--rgb-codec", type=click.Choice(RGB_CODECS), default=extract_default("rgb_codec"),
+              show_default=True, help="jpeg: quality --quality, ~10x smaller; lz4: lossless (blosc lz4).")
+@click.option("--quality", default=extract_default("rgb_quality"), show_default=True,
+              help="JPEG quality of the RGB frames, 1..100.")
+@click.option("--rgb-shard-size", default=extract_default("rgb_shard_size"), show_default=True,
+              type=click.IntRange(min=1), help="RGB samples per shard (and task).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing ntu-prep store instead of resuming it (other folders are never "
                    "replaced).")
@@ -111,6 +123,7 @@ def split_command(protocol, keep_missing, store):
 
 
 @main.command("protocols")
+@user_errors
 def protocols_command():
     """Train/test counts of every protocol, from the official lists."""
     for name, protocol in protocols().items():
@@ -191,8 +204,10 @@ def preview_command(store, sample, out, columns):
 
 @main.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--samples", default=240, show_default=True, help="Number of samples.")
-@click.option("--classes", default=6, show_default=True, help="Number of action classes (A001..).")
+@click.option("--samples", default=240, show_default=True, type=click.IntRange(min=1),
+              help="Number of samples.")
+@click.option("--classes", default=6, show_default=True, type=click.IntRange(1, MAX_CLASSES),
+              help="Number of action classes (A001..).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the whole corpus: same seed, same files.")
 @click.option("--no-videos", is_flag=True, help="Write only the .skeleton files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

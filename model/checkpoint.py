@@ -11,6 +11,7 @@ tensors, numbers, strings, lists and dicts, so `torch.load(path, weights_only=Tr
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,8 +134,13 @@ def load_weights(net: nn.Module, checkpoint: Checkpoint, path: Path) -> None:
 
 def pretrained_names(net: nn.Module, path: str) -> list[str]:
     """Load the pytorch-i3d checkpoint into the I3D in `net`; the names (in `net`) of the parameters it
-    filled. The classifier it re-initialises for another class count is not among them."""
-    report = models.load_pytorch_i3d(net, path)
+    filled. The classifier it re-initialises for another class count is not among them. CheckpointError,
+    naming the file, for one that is not a pytorch-i3d checkpoint."""
+    try:
+        report = models.load_pytorch_i3d(net, path)
+    except (ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"--i3d-checkpoint {path}: not a pytorch-i3d checkpoint: "
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
     prefix = next(name for name, m in net.named_modules() if isinstance(m, models.I3D))
     prefix = prefix + "." if prefix else ""
     params = {name for name, _ in net.named_parameters()}

@@ -31,6 +31,7 @@ running sums (over every process, given back to rank 0 alone).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -135,11 +136,18 @@ def fit(config: TrainConfig, resume: bool = False, stream: TextIO | None = None,
     procs = start_processes(config.device)
     stream = stream or sys.stderr
     say = (lambda text: print(text, file=stream, flush=True)) if procs.main else (lambda text: None)
+    run_dir = Path(config.out)
+    new_dir = procs.main and not run_dir.exists()
     try:
         with _run_lock(config, procs):
             if procs.main:
-                remove_partials(Path(config.out))  # what a kill left of a write
+                remove_partials(run_dir)  # what a kill left of a write
             return _fit(config, resume, procs, say, stream, on_epoch)
+    except BaseException:
+        if new_dir:  # a run refused before it wrote anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
     finally:
         stop_processes(procs)
 

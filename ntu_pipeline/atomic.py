@@ -3,12 +3,14 @@
     atomic_write_bytes(path, data)                # shard files, PNGs, JSON, checkpoints (via atomic_path)
     with atomic_path(target) as tmp:              # any writer that wants a path: h5py, zipfile, torch.save
         write_something(tmp)                      # on success os.replace(tmp, target); on error tmp removed
-    remove_partials(folder)                       # what a kill -9 left: every PARTIAL_SUFFIX file under it
+    remove_partials(folder)                       # what a kill -9 left: our partial files under it
+    remove_partials(store, any_writer=True)       # in a store: zarr's own temporaries as well
 
 One naming rule for every temporary file of the project: `.<target name>.<random>.partial` in the
 target's own folder (the same file system, so `os.replace` is atomic; hidden and with a suffix no reader
 looks for). A kill between the write and the rename leaves such a file and never a half-written
-target; resuming runs `remove_partials` on what it owns (a store, a run directory).
+target; resuming runs `remove_partials` on what it owns (a store, a run directory). zarr's own writes
+use `<name>.<uuid>.partial`; in a store, which holds nothing else of that suffix, those go too.
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ def atomic_write_text(target: Path, text: str) -> None:
     atomic_write_bytes(target, text.encode())
 
 
-def remove_partials(folder: Path) -> int:
-    """Remove every temporary file a killed write left under `folder` (recursively); returns how many."""
+def remove_partials(folder: Path, any_writer: bool = False) -> int:
+    """Remove every temporary file a killed write left under `folder` (recursively): ours, and with
+    `any_writer` every `*.partial` file (zarr's too: only for folders no one else writes into, a store).
+    Returns how many."""
     count = 0
     for path in Path(folder).rglob(f"*{PARTIAL_SUFFIX}"):
-        if path.is_file() and path.name.startswith("."):
+        if path.is_file() and (any_writer or path.name.startswith(".")):
             path.unlink(missing_ok=True)
             count += 1
     return count

@@ -62,9 +62,10 @@ def test_cli_exports_each_format(synth_store, tmp_path):
     assert (tmp_path / "s.h5").is_file()
 
 
-def one_line_error(args: list[str]) -> str:
+def one_line_error(args: list[str], exit_code: int = 1) -> str:
+    """The one line of a refused export; exit code 1, or 2 for options that cannot work together."""
     result = CliRunner().invoke(main, ["export", *args, "--quiet"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == exit_code, result.output
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
     return result.output
 
@@ -78,9 +79,9 @@ def test_cli_refuses_with_one_line_messages(synth_store, tmp_path):
     assert "protocol xsub120 is defined on ntu120; this store holds ntu60" in one_line_error(
         [str(synth_store), "--format", "pyskl", "-o", str(tmp_path / "b.pkl"), "--protocol", "xsub120"])
     assert "--no-rgb applies to --format hdf5 only" in one_line_error(
-        [str(synth_store), "--format", "ctrgcn", "-o", str(tmp_path / "c"), "--no-rgb"])
+        [str(synth_store), "--format", "ctrgcn", "-o", str(tmp_path / "c"), "--no-rgb"], exit_code=2)
     assert "--protocol does not apply to --format hdf5" in one_line_error(
-        [str(synth_store), "--format", "hdf5", "-o", str(tmp_path / "d.h5"), "--protocol", "xsub"])
+        [str(synth_store), "--format", "hdf5", "-o", str(tmp_path / "d.h5"), "--protocol", "xsub"], exit_code=2)
     (tmp_path / "npz").mkdir()
     (tmp_path / "npz" / "NTU60_CV.npz").write_bytes(b"keep me")
     assert "NTU60_CV.npz: already exists" in one_line_error(

@@ -22,7 +22,15 @@ from ntu_pipeline.skeleton.actors import motion
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.stages.skeleton import prepare_skeleton
 from ntu_pipeline.stages.stage import SampleEntry
-from ntu_pipeline.store import MAX_FRAMES, Status, open_store, read_sample, read_strings, verify_store
+from ntu_pipeline.store import (
+    MAX_FRAMES,
+    Status,
+    labelled,
+    open_store,
+    read_sample,
+    read_strings,
+    verify_store,
+)
 from ntu_pipeline.store.splits import make_split, usable_samples
 from ntu_pipeline.synth.corpus import write_corpus
 
@@ -104,7 +112,7 @@ def test_failures_are_recorded_with_their_reason_and_the_rest_finishes(corpus, t
     summary = extract(ExtractConfig(skeletons=raw, out=tmp_path / "s.zarr", dataset="ntu60", shard_size=8,
                                     progress=False))
     (stage,) = summary.stages
-    assert stage.counts == {"pending": 0, "ok": 39, "missing_skeleton": 1, "failed": 2, "absent": 0}
+    assert labelled(stage.counts) == {"pending": 0, "ok": 39, "missing_skeleton": 1, "failed": 2, "absent": 0}
     failures = dict(stage.failures)
     broken = SampleId.from_path(files[3]).name
     assert str(files[3]) in failures[broken] and "expected" in failures[broken]
@@ -121,7 +129,7 @@ def test_failures_are_recorded_with_their_reason_and_the_rest_finishes(corpus, t
     # a split is membership: failed samples stay in it, the official missing list is left out by default
     without = make_split(open_store(tmp_path / "s.zarr", mode="r+"), "xsub")
     with_missing = make_split(open_store(tmp_path / "s.zarr", mode="r+"), "xsub", keep_missing=True)
-    assert without.excluded_missing == 1 and without.modalities["skeleton"] == {"ok": 39, "failed": 2}
+    assert without.excluded_missing == 1 and labelled(without.modalities["skeleton"]) == {"pending": 0, "ok": 39, "missing_skeleton": 0, "failed": 2, "absent": 0}
     assert len(without.train) + len(without.test) == 41
     assert len(with_missing.train) + len(with_missing.test) == 42
     # and a skeleton consumer takes the ok ones, the missing-list one too where the split kept it
@@ -203,7 +211,7 @@ def test_verify_reports_a_damaged_shard(serial_store, tmp_path):
 def test_real_samples_are_extracted(ntu_samples, tmp_path):
     summary = extract(ExtractConfig(skeletons=ntu_samples / "skeletons", out=tmp_path / "real.zarr",
                                     progress=False))
-    assert summary.dataset == "ntu60" and summary.stages[0].counts["ok"] == 16
+    assert summary.dataset == "ntu60" and summary.stages[0].counts[Status.OK] == 16
     group = open_store(tmp_path / "real.zarr")
     names = read_strings(group["samples/name"])
     two_person = [n for n in names if SampleId.parse(n).action >= 50]

@@ -16,7 +16,7 @@ import pytest
 from stores import assert_same_arrays, shards_done
 
 from ntu_pipeline.stages.runner import ExtractConfig, extract
-from ntu_pipeline.store import STATUS_CODES, open_store, read_strings, verify_store
+from ntu_pipeline.store import STATUS_CODES, Status, open_store, read_strings, verify_store
 from ntu_pipeline.synth.corpus import write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def both(corpus, tmp_path_factory) -> Path:
 def test_real_a001_pair_stores_32_frames_around_the_person(ntu_samples, tmp_path):
     out = tmp_path / "real.zarr"
     summary = run(skeletons=ntu_samples / "skeletons", videos=ntu_samples / "videos", out=out)
-    assert {s.name: s.counts["ok"] for s in summary.stages} == {"skeleton": 16, "rgb": 2}
+    assert {s.name: s.counts[Status.OK] for s in summary.stages} == {"skeleton": 16, "rgb": 2}
     group = open_store(out)
     names = read_strings(group["samples/name"])
     i = names.index("S001C001P001R001A001")
@@ -130,7 +130,7 @@ def test_bad_videos_are_recorded_and_the_rest_finish(corpus, tmp_path):
     for path in videos[:3:2]:
         name = path.name[:20]
         assert name in failures and str(path) in failures[name], failures
-    assert rgb.counts["ok"] + rgb.counts["failed"] == 12 and rgb.counts["ok"] >= 9
+    assert rgb.counts[Status.OK] + rgb.counts[Status.FAILED] == 12 and rgb.counts[Status.OK] >= 9
     assert any("holiday_rgb.avi" in path for path, _ in summary.ignored)
     assert verify_store(open_store(tmp_path / "s.zarr")) == []
 

@@ -138,7 +138,9 @@ def test_a_stage_being_added_is_unfinished_for_the_whole_run(corpus, tmp_path):
 
 def test_a_kill_while_a_stage_creates_its_arrays_resumes(corpus, reference, tmp_path):
     """Catches a rerun failing with "array already exists" after a kill between creating a stage's
-    arrays and recording it, which only --overwrite (wiping the skeleton stage too) got out of."""
+    arrays and recording it, which only --overwrite (wiping the skeleton stage too) got out of; and the
+    store reading `complete` in that window, so that verify passed it and an export took its
+    half-created rgb arrays. Catches zarr's own temporary files surviving the rerun."""
     out = tmp_path / "s.zarr"
     run(skeletons=corpus, out=out, shard_size=4)
     joints = out / "skeleton/joints/c/0/0/0/0/0"
@@ -146,7 +148,14 @@ def test_a_kill_while_a_stage_creates_its_arrays_resumes(corpus, reference, tmp_
     die_during(f"videos=Path({str(corpus)!r}), out=Path({str(out)!r}), rgb_shard_size=4, rgb_frames=4, "
                "rgb_size=32", "create_stage_arrays", after=0)
     assert (out / "rgb").is_dir() and "rgb" not in open_store(out).attrs["stages"]
+    assert open_store(out).attrs["state"] == State.EXTRACTING
+    with pytest.raises(IncompleteStoreError, match="not complete"):
+        write_pyskl(ExportConfig(store=out, out=tmp_path / "a.pkl", format="pyskl", progress=False))
+    assert any("not 'complete'" in problem for problem in verify_store(open_store(out)))
+    zarr_tmp = out / "rgb" / "zarr.0123456789abcdef0123456789abcdef.partial"  # zarr's own temporary name
+    zarr_tmp.write_bytes(b"{")
     run(videos=corpus, out=out, rgb_shard_size=4, rgb_frames=4, rgb_size=32)
+    assert not zarr_tmp.exists()
     assert joints.stat().st_mtime_ns == before  # the skeleton stage untouched
     assert verify_store(open_store(out)) == []
     assert_same_arrays(reference, out)
@@ -163,7 +172,7 @@ def test_a_split_is_membership_and_each_model_takes_what_it_can_use(corpus, tmp_
     out = tmp_path / "s.zarr"
     run(skeletons=raw, videos=raw, out=out, shard_size=4, rgb_shard_size=4, rgb_frames=4, rgb_size=32)
     split = make_split(open_store(out, mode="r+"), "xsub")
-    assert len(split.train) + len(split.test) == 16 and split.modalities["skeleton"]["absent"] == 3
+    assert len(split.train) + len(split.test) == 16 and split.modalities["skeleton"][Status.ABSENT] == 3
     absent = set(np.flatnonzero(open_store(out)["samples/status"][:] == Status.ABSENT).tolist())
     for part in ("train", "test"):
         skeleton = read_split(out, "xsub", part)
@@ -297,5 +306,5 @@ def test_any_even_size_works(corpus, tmp_path):
     """Catches --size 250 (any size of 2 mod 4) failing every RGB sample with a reshape error."""
     summary = run(skeletons=corpus, videos=corpus, out=tmp_path / "s.zarr", shard_size=4, rgb_shard_size=4,
                   rgb_frames=2, rgb_size=250)
-    assert summary.stages[1].counts["ok"] == 16
+    assert summary.stages[1].counts[Status.OK] == 16
     assert open_store(tmp_path / "s.zarr")["rgb/frames"].shape == (16, 2, 250, 250, 3)

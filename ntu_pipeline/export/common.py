@@ -57,6 +57,9 @@ class ExportConfig:
     def __post_init__(self):
         object.__setattr__(self, "store", Path(self.store))
         object.__setattr__(self, "out", Path(self.out))
+        if str(self.out) == "-":
+            raise ConfigError("-o -: an export is written to a file, not to standard output; name one "
+                              "(e.g. -o ntu60.pkl)")
         if self.format not in EXPORT_FORMATS:
             raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {self.format!r}")
         known = protocols()

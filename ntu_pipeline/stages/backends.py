@@ -14,25 +14,28 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 from collections.abc import Iterator
+from typing import Literal, get_args
 
 from .interrupt import check_interrupt, children_ignore_interrupts, ignore_interrupts
 from .stage import ShardTask, write_shard
 
-BACKENDS = ("loky", "dask")
+Backend = Literal["loky", "dask"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
-def run_tasks(tasks: list[ShardTask], jobs: int = 1, backend: str = "loky",
+def run_tasks(tasks: list[ShardTask], jobs: int = 1, backend: Backend = "loky",
               scheduler: str | None = None) -> Iterator[dict[str, int]]:
     """Run `write_shard` on every task; yields each result dict as its task finishes.
 
     jobs: worker processes (loky, or the LocalCluster's workers); backend: "loky" or "dask"; scheduler:
-    a running dask scheduler's address (None: a LocalCluster of `jobs` workers)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    a running dask scheduler's address (None: a LocalCluster of `jobs` workers). ExtractConfig checks
+    the backend's name when it is built, before any work."""
     if not tasks:
         return
     if backend == "dask":
         yield from _run_dask(tasks, jobs, scheduler)
+    elif backend != "loky":
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     elif jobs == 1:
         for task in tasks:
             yield write_shard(task)

@@ -7,8 +7,9 @@
 
 Discovery is recursive and follows symbolic links, to files and to folders alike (a linked folder of
 videos is as much input as a real one); a link that leads back into a folder already being walked (a
-loop) is not followed and is listed with the reason, as is every file that is not an NTU sample name
-and every duplicate of a name.
+loop) is not followed and is listed with the reason, as is every broken link (whatever its name: it
+may have been a folder of samples), every file that is not an NTU sample name and every duplicate of a
+name.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def walk_files(root: Path, suffix: str) -> tuple[list[Path], list[tuple[str, str
                 visit(path, ancestors | {key})
             elif entry.name.endswith(suffix) and entry.is_file():
                 found.append(path)
-            elif entry.name.endswith(suffix) and entry.is_symlink():
+            elif entry.is_symlink() and not os.path.exists(path):
                 skipped.append((str(path), f"broken link to {os.readlink(path)}"))
 
     st = root.stat()

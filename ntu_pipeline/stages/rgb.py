@@ -1,6 +1,6 @@
 """The RGB stage: one `_rgb.avi` -> T person-centred square frames, aligned with the skeleton by index.
 
-    stage = rgb_stage(frames=32, size=256)     # or frames=None: every source frame, up to 300
+    stage = rgb_stage(RgbOptions(frames=32, size=256))   # or frames=None: every source frame, up to 300
     prepare_rgb(entry, group, frames=32, size=256)
 
 The crop box comes from the sample's stored skeleton (`skeleton/color_xy` over its kept frames, all
@@ -24,19 +24,19 @@ import cv2
 import numpy as np
 import zarr
 
-from ..errors import ConfigError
 from ..store.schema import MAX_FRAMES, ArraySpec, status_column
 from ..store.status import Status
 from ..video.crop import person_crop_box
 from ..video.decode import decode_clip
+from .rgb_options import RgbOptions
 from .stage import Prepared, SampleEntry, Stage
 
 
-def rgb_arrays(frames: int | None, size: int, codec: str, quality: int) -> tuple[ArraySpec, ...]:
-    t = MAX_FRAMES if frames is None else frames
+def rgb_arrays(options: RgbOptions) -> tuple[ArraySpec, ...]:
+    t = MAX_FRAMES if options.frames is None else options.frames
     return (
-        ArraySpec("rgb/frames", (t, size, size, 3), "uint8", "frame", "jpeg" if codec == "jpeg" else "blosc",
-                  quality=quality),
+        ArraySpec("rgb/frames", (t, options.size, options.size, 3), "uint8", "frame",
+                  "jpeg" if options.codec == "jpeg" else "blosc", quality=options.quality),
         ArraySpec("rgb/frame_index", (t,), "int32", "table", fill=-1),
         ArraySpec("rgb/crop_box", (4,), "float32", "table"),
         ArraySpec("rgb/video_size", (2,), "int32", "table"),
@@ -83,31 +83,11 @@ def prepare_rgb(entry: SampleEntry, group: zarr.Group, frames: int | None, size:
     }, "; ".join(notes))
 
 
-RGB_CODECS = ("jpeg", "lz4")
-
-
-def check_rgb_options(frames: int | None, size: int, quality: int, codec: str) -> None:
-    """ConfigError for options the stage cannot honour (checked before any work is done)."""
-    if frames is not None and not 1 <= frames <= MAX_FRAMES:
-        raise ConfigError(f"--frames must be 1..{MAX_FRAMES} or 'all', got {frames}")
-    if size < 16 or size % 2:
-        raise ConfigError(f"--size must be an even number >= 16, got {size}")
-    if not 1 <= quality <= 100:
-        raise ConfigError(f"--quality must be 1..100, got {quality}")
-    if codec not in RGB_CODECS:
-        raise ConfigError(f"--rgb-codec must be one of {RGB_CODECS}, got {codec!r}")
-
-
-def rgb_stage(frames: int | None = 32, size: int = 256, quality: int = 90, codec: str = "jpeg",
-              shard_size: int = 16) -> Stage:
-    check_rgb_options(frames, size, quality, codec)
-    options = {"frames": "all" if frames is None else frames, "size": size,
-               "codec": {"jpeg": {"name": "jpeg", "quality": quality, "subsampling": "420"},
-                         "lz4": {"name": "blosc", "cname": "lz4", "shuffle": "shuffle"}}[codec],
-               "crop": "person box over the clip, 25% margin, square (video.crop)"}
+def rgb_stage(options: RgbOptions | None = None, shard_size: int = 16) -> Stage:
+    options = options or RgbOptions()
     return Stage(
-        name="rgb", input_kind="_rgb.avi videos", arrays=rgb_arrays(frames, size, codec, quality),
+        name="rgb", input_kind="_rgb.avi videos", arrays=rgb_arrays(options),
         status="rgb/status", error="rgb/error", note="rgb/note", done="progress/rgb_shard_done",
-        digest="progress/rgb_shard_digest", shard_size=shard_size, options=options,
-        prepare=partial(prepare_rgb, frames=frames, size=size),
+        digest="progress/rgb_shard_digest", shard_size=shard_size, options=options.record(),
+        prepare=partial(prepare_rgb, frames=options.frames, size=options.size),
     )

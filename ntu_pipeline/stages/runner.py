@@ -31,7 +31,6 @@ import numpy as np
 import zarr
 
 from .. import __version__
-from ..atomic import remove_partials
 from ..errors import ConfigError, NTUPrepError, StoreFormatError
 from ..manifests import DATASETS, all_samples, class_names, missing_samples
 from ..progress import ProgressBar
@@ -47,18 +46,19 @@ from ..store.schema import (
     read_strings,
     stage_info,
 )
-from ..store.status import STATUS_CODES, State, Status, status_counts
+from ..store.status import STATUS_CODES, State, Status, describe_counts, labelled, status_counts
 from ..store.verify import damaged_shards
-from .backends import BACKENDS, run_tasks
+from .backends import BACKENDS, Backend, run_tasks
 from .inputs import check_out, discover, infer_dataset, input_digest, outside_dataset
 from .interrupt import deferred_interrupts
+from .rgb_options import RgbCodec, RgbOptions
 from .stage import SampleEntry, ShardTask, Stage
 
 
 @dataclass
 class StageSummary:
     name: str
-    counts: dict[str, int]
+    counts: dict[Status, int]
     failures: list[tuple[str, str]]
     shards_written: int
     shards_resumed: int
@@ -68,8 +68,7 @@ class StageSummary:
 
     def describe(self) -> list[str]:
         rate = self.samples_prepared / self.seconds if self.seconds > 0 else 0.0
-        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items() if v)
-        lines = [f"{self.name}: {counts}",
+        lines = [f"{self.name}: {describe_counts(self.counts)}",
                  f"{self.name}: shards {self.shards_written} written ({self.shards_repaired} of them "
                  f"repaired), {self.shards_resumed} already done; {self.samples_prepared} samples in "
                  f"{self.seconds:.1f} s ({rate:.0f} samples/s)"]
@@ -91,8 +90,8 @@ class ExtractSummary:
     def nothing_succeeded(self) -> bool:
         """Every sample a stage had input for failed (what makes `extract` exit 1)."""
         for stage in self.stages:
-            tried = sum(v for k, v in stage.counts.items() if k != "absent")
-            if tried and stage.counts["failed"] == tried:
+            tried = sum(n for status, n in stage.counts.items() if status != Status.ABSENT)
+            if tried and stage.counts[Status.FAILED] == tried:
                 return True
         return False
 
@@ -115,13 +114,13 @@ class ExtractConfig:
     videos: Path | None = None
     dataset: str | None = None  # ntu60 | ntu120; None: ntu120 if any setup > 17 or action > 60
     jobs: int = 1
-    backend: str = "loky"
+    backend: Backend = "loky"
     scheduler: str | None = None  # dask scheduler address; None: a LocalCluster of `jobs` workers
     shard_size: int = 128
-    rgb_frames: int | None = 32  # None: every source frame (up to 300)
-    rgb_size: int = 256
-    rgb_quality: int = 90
-    rgb_codec: str = "jpeg"
+    rgb_frames: int | None = RgbOptions.frames  # None: every source frame (up to 300)
+    rgb_size: int = RgbOptions.size
+    rgb_quality: int = RgbOptions.quality
+    rgb_codec: RgbCodec = RgbOptions.codec
     rgb_shard_size: int = 16
     overwrite: bool = False
     progress: bool = True
@@ -138,9 +137,11 @@ class ExtractConfig:
         if self.scheduler and self.backend != "dask":
             raise ConfigError("--scheduler needs --backend dask")
         if self.videos is not None:
-            from .rgb import check_rgb_options
+            self.rgb_options  # noqa: B018 (checks them before any work is done)
 
-            check_rgb_options(self.rgb_frames, self.rgb_size, self.rgb_quality, self.rgb_codec)
+    @property
+    def rgb_options(self) -> RgbOptions:
+        return RgbOptions(self.rgb_frames, self.rgb_size, self.rgb_quality, self.rgb_codec)
 
 
 # ---- the store ---------------------------------------------------------------------------------
@@ -159,7 +160,6 @@ def _open_or_create(config: ExtractConfig, names: list[str], attrs: dict,
                 raise StoreFormatError(f"{out} holds {group.attrs['dataset']}, not {config.dataset}; "
                                        "choose another --out, or pass --overwrite to replace it")
             open_store(out, check=True)  # refuses a store missing arrays it recorded
-            remove_partials(out)  # left by writes that a kill interrupted
             return group, True
         clear_store_folder(out)
     return create_store(out, names, attrs), False
@@ -225,12 +225,14 @@ def _run_stage(group: zarr.Group, stage: Stage, names: list[str], files: dict[st
     """Create or resume one stage, run its shard tasks, and record it complete."""
     source = {"folder": str(folder.resolve()), "num_files": len(files), "digest": input_digest(files, folder)}
     info = stage_info(group, stage.name)
+    if info is not None:
+        _check_stage(config, stage, info, source)
+    # Unfinished from before the first array of the stage exists until every shard of every stage is
+    # written: a reader never takes a half-created stage for a complete store.
+    group.attrs["state"] = State.EXTRACTING
     if info is None:
         create_stage_arrays(group, stage.arrays, stage.shard_size, stage.done, stage.digest)
         group.attrs["stages"] = {**group.attrs["stages"], stage.name: stage.record(source)}
-    else:
-        _check_stage(config, stage, info, source)
-    group.attrs["state"] = State.EXTRACTING  # from here until every shard of every stage is written
     _set_stage(group, stage.name, state=State.EXTRACTING)
     damaged = sorted({shard for shard, _, _ in damaged_shards(group, stage.name)})
     if damaged:
@@ -248,10 +250,11 @@ def _run_stage(group: zarr.Group, stage: Stage, names: list[str], files: dict[st
     seconds = time.monotonic() - started
     status = group[stage.status][:]
     counts = status_counts(status)
-    if counts["pending"] or not group[stage.done][:].all():  # never expected: a task that said done
-        raise NTUPrepError(f"{config.out}: {stage.name}: {counts['pending']} rows still pending after every "
-                           "shard ran; rerun the same command")
-    _set_stage(group, stage.name, counts=counts, state=State.COMPLETE)
+    pending = counts[Status.PENDING]
+    if pending or not group[stage.done][:].all():  # never expected: a task that said done
+        raise NTUPrepError(f"{config.out}: {stage.name}: {pending} rows still pending after every shard ran; "
+                           "rerun the same command")
+    _set_stage(group, stage.name, counts=labelled(counts), state=State.COMPLETE)
     errors = read_strings(group[stage.error])
     failures = [(names[i], errors[i]) for i in np.flatnonzero(status == Status.FAILED)]
     return StageSummary(stage.name, counts, failures, len(tasks), len(done) - len(tasks), len(damaged),
@@ -267,8 +270,7 @@ def _stages(config: ExtractConfig, inputs: dict[str, tuple[Path, dict[str, Path]
     if "rgb" in inputs:
         from .rgb import rgb_stage
 
-        stages.append(rgb_stage(config.rgb_frames, config.rgb_size, config.rgb_quality, config.rgb_codec,
-                                config.rgb_shard_size))
+        stages.append(rgb_stage(config.rgb_options, config.rgb_shard_size))
     return stages
 
 

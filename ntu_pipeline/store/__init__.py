@@ -16,11 +16,11 @@ from .schema import (
     split_indices,
     store_size_bytes,
 )
-from .status import STATUS_CODES, State, Status, status_counts
+from .status import STATUS_CODES, State, Status, labelled, status_counts
 from .verify import verify_store
 
 __all__ = [
-    "FORMAT", "MAX_FRAMES", "META_FIELDS", "SKELETON_ARRAYS", "STATUS_CODES", "State", "Status", "open_store",
-    "read_sample", "read_strings", "require_complete", "split_indices", "status_counts", "store_size_bytes",
-    "verify_store",
+    "FORMAT", "MAX_FRAMES", "META_FIELDS", "SKELETON_ARRAYS", "STATUS_CODES", "State", "Status", "labelled",
+    "open_store", "read_sample", "read_strings", "require_complete", "split_indices", "status_counts",
+    "store_size_bytes", "verify_store",
 ]

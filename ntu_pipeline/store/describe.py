@@ -39,8 +39,8 @@ def describe_store(group: zarr.Group) -> Iterator[str]:
         yield (f"{stage}: {describe_counts(counts)}; state {info.get('state')}; from "
                f"{info['source']['folder']} ({info['source']['num_files']} files)")
         if info.get("state") != State.COMPLETE:
-            yield (f"  {counts['pending']} of {n} samples pending: rerun the same `ntu-prep extract` command "
-                   "to finish the stage")
+            yield (f"  {counts[Status.PENDING]} of {n} samples pending: rerun the same `ntu-prep extract` "
+                   "command to finish the stage")
         yield f"{stage} options: {info['options']}"
         for path in group[info["digest"]].attrs["files"]:
             array = group[path]

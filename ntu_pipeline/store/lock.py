@@ -9,7 +9,9 @@ The lock is `flock` on a hidden file beside the store, `.<store name>.ntu-prep-l
 is inside it, `.ntu-train-lock`), so the operating system releases it when the holder dies (kill -9
 included) and no stale lock ever needs clearing by hand. A second writer fails at once with
 LockedError naming the folder and the holder's pid. The holder removes the file when it is done, so no
-lock files pile up beside deleted stores; a writer that took the lock checks that its file is still the
+lock files pile up beside deleted stores; a holder killed with -9 leaves its file (the lock itself is
+released), and the next writer in that folder removes the files of stores that no longer exist. A writer
+that took the lock checks that its file is still the
 one at the path (a holder may remove it between another's open and flock), so two can never both hold it.
 The store's file sits beside it, not in it, because zarr warns about every file in a group that is not
 part of the hierarchy.
@@ -31,7 +33,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import remove_partials
 from ..errors import LeaseLostError, LockedError, StoreLockedError
+
+LOCK_SUFFIX = ".ntu-prep-lock"
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def _read(fd: int) -> str:
 def lock_path(store: Path) -> Path:
     """The lock file of a store: `.<name>.ntu-prep-lock` beside it."""
     store = Path(store).resolve()
-    return store.parent / f".{store.name}.ntu-prep-lock"
+    return store.parent / f".{store.name}{LOCK_SUFFIX}"
 
 
 def holder(path: Path) -> str | None:
@@ -89,6 +94,12 @@ def holder(path: Path) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def other_writer(store: Path) -> str | None:
+    """"pid purpose" of another process writing `store` now (None when none, or when it is this one)."""
+    found = holder(lock_path(store))
+    return None if found is None or found.split(" ")[0] == str(os.getpid()) else found
 
 
 def _acquire(path: Path) -> int:
@@ -132,11 +143,35 @@ def hold_lock(path: Path, purpose: str, busy: str, error: type[LockedError] = Lo
         os.close(fd)  # closing releases the flock
 
 
+def remove_stale_locks(folder: Path) -> int:
+    """Remove the lock files in `folder` whose store is gone and that nobody holds (what a writer killed
+    with -9 left beside a store deleted since); returns how many."""
+    count = 0
+    for path in Path(folder).glob(f".*{LOCK_SUFFIX}"):
+        if (path.parent / path.name[1:-len(LOCK_SUFFIX)]).exists():
+            continue  # the store's own writers reuse it
+        try:
+            fd = _acquire(path)
+        except (BlockingIOError, FileNotFoundError):
+            continue  # held: its writer is creating that store right now
+        try:
+            os.unlink(path)
+            count += 1
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+    return count
+
+
 @contextmanager
 def store_lock(store: Path, purpose: str) -> Iterator[Lease]:
-    """Hold the write lock of `store` (a folder, created if absent) for the `with` block."""
+    """Hold the write lock of `store` (a folder, created if absent) for the `with` block. Holding it,
+    remove what killed writers left: temporary files in the store, lock files of deleted stores beside it."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
     busy = f"{store}: another ntu-prep is writing this store"
     with hold_lock(lock_path(store), purpose, busy, StoreLockedError) as lease:
+        remove_partials(store, any_writer=True)
+        remove_stale_locks(lock_path(store).parent)
         yield lease

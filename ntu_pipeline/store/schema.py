@@ -34,6 +34,7 @@ from zarr.codecs import BloscCodec
 
 from ..errors import IncompleteStoreError, StoreFormatError
 from ..sample_id import SampleId
+from .lock import other_writer
 from .status import State, Status, status_counts
 
 FORMAT = "ntu-prep/2"
@@ -250,7 +251,7 @@ def unfinished(group: zarr.Group, stages: tuple[str, ...] | None = None) -> list
         info = recorded[name]
         if info.get("state") != State.COMPLETE:
             counts = status_counts(group[info["status"]][:])
-            out.append(f"its {name} stage is unfinished ({counts['pending']} of "
+            out.append(f"its {name} stage is unfinished ({counts[Status.PENDING]} of "
                        f"{sum(counts.values())} samples pending)")
     if stages is None and not out and attrs.get("state") != State.COMPLETE:
         out.append(f"the store is not complete (state {attrs.get('state')!r})")
@@ -261,8 +262,11 @@ def require_complete(group: zarr.Group, stages: tuple[str, ...] | None = None) -
     """IncompleteStoreError, in one line naming the fix, unless the stages (None: every stage) are done."""
     problems = unfinished(group, stages)
     if problems:
-        raise IncompleteStoreError(f"{group.store.root}: {'; '.join(problems)}; rerun the same "
-                                   "`ntu-prep extract` command to finish it")
+        root = Path(group.store.root)
+        writer = other_writer(root)
+        fix = (f"another ntu-prep is writing it now (pid and task: {writer}): wait for it to finish" if writer
+               else "rerun the same `ntu-prep extract` command to finish it")
+        raise IncompleteStoreError(f"{root}: {'; '.join(problems)}; {fix}")
 
 
 def read_sample(group: zarr.Group, index: int) -> dict[str, np.ndarray | str | int]:

@@ -32,7 +32,7 @@ class SplitResult:
     train: np.ndarray
     test: np.ndarray
     excluded_missing: int
-    modalities: dict[str, dict[str, int]]  # stage -> status counts over the split's samples
+    modalities: dict[str, dict[Status, int]]  # stage -> status counts over the split's samples
 
     def describe(self) -> str:
         missing = "kept" if self.excluded_missing < 0 else f"{self.excluded_missing} excluded"
@@ -40,7 +40,7 @@ class SplitResult:
                  f"missing-skeleton list: {missing})"]
         for stage, counts in self.modalities.items():
             lines.append(f"  {stage}: {describe_counts(counts)}")
-        if any(counts.get("ok", 0) < sum(counts.values()) for counts in self.modalities.values()):
+        if any(counts[Status.OK] < sum(counts.values()) for counts in self.modalities.values()):
             lines.append("  (each model leaves out the samples whose modalities it needs are not ok, and "
                          "says so)")
         return "\n".join(lines)
@@ -73,7 +73,7 @@ def compute_split(group: zarr.Group, protocol_name: str, keep_missing: bool = Fa
     modalities = {}
     for stage in dict(group.attrs.get("stages", {})):
         codes = group[stage_info(group, stage)["status"]][:][both]
-        modalities[stage] = {k: v for k, v in status_counts(codes).items() if v}
+        modalities[stage] = status_counts(codes)
     return SplitResult(protocol_name, train, test, -1 if keep_missing else int(on_list.sum()), modalities)
 
 

@@ -1,7 +1,8 @@
 """What a store says of each sample and of each stage: `Status` per row, `State` per stage and store.
 
     Status.OK, Status(int(group["rgb/status"][i]))   # one sample's status in one stage
-    status_counts(group["samples/status"][:])        # {"pending": 0, "ok": 3000, ...}
+    counts = status_counts(group["samples/status"][:])   # {Status.PENDING: 0, Status.OK: 3000, ...}
+    counts[Status.FAILED], labelled(counts)              # 2; {"pending": 0, "ok": 3000, ...} for JSON
     State.COMPLETE                                   # group.attrs["state"], attrs["stages"][name]["state"]
 
 Every status column is created with the fill value `Status.PENDING`: a row no shard task has written
@@ -45,13 +46,19 @@ class State(StrEnum):
     COMPLETE = "complete"
 
 
-def status_counts(codes: np.ndarray) -> dict[str, int]:
-    """{label: count} of a status column's codes (every Status, zeros included); unknown codes are not
-    counted here (`verify` reports them)."""
+def status_counts(codes: np.ndarray) -> dict[Status, int]:
+    """{status: count} of a status column's codes, every Status in order, zeros included (keyed by the
+    enum, so a misspelt status is a KeyError, never a silent 0); unknown codes are not counted here
+    (`verify` reports them)."""
     codes = np.asarray(codes)
-    return {status.label: int((codes == status).sum()) for status in Status}
+    return {status: int((codes == status).sum()) for status in Status}
 
 
-def describe_counts(counts: dict[str, int]) -> str:
+def labelled(counts: dict[Status, int]) -> dict[str, int]:
+    """{"ok": 3000, ...}: the counts as attrs and JSON hold them."""
+    return {Status(status).label: n for status, n in counts.items()}
+
+
+def describe_counts(counts: dict[Status, int]) -> str:
     """"ok 3000, failed 2" (non-zero counts only, in Status order)."""
-    return ", ".join(f"{label} {n}" for label, n in counts.items() if n) or "no samples"
+    return ", ".join(f"{Status(s).label} {n}" for s, n in counts.items() if n) or "no samples"

@@ -28,7 +28,7 @@ from .schema import (
     stage_info,
 )
 from .shards import file_digest, shard_path
-from .status import State, Status, status_counts
+from .status import State, Status, labelled, status_counts
 
 
 def _range(lo: int, hi: int) -> str:
@@ -107,12 +107,13 @@ def _verify_stage(group: zarr.Group, stage: str, info: dict, n: int, deep: bool,
     unknown = set(np.unique(status).tolist()) - {int(s) for s in Status}
     if unknown:
         problems.append(f"{info['status']} has unknown codes {sorted(unknown)}")
-    counts = status_counts(status)
+    counts = labelled(status_counts(status))
     recorded = info.get("counts")
     if recorded is not None and {k: recorded.get(k, 0) for k in counts} != counts:
         problems.append(f"{stage}: recorded counts {recorded} differ from {info['status']} {counts}")
-    if info.get("state") == State.COMPLETE and counts["pending"]:
-        problems.append(f"{stage}: complete, but {counts['pending']} rows of {info['status']} were never "
+    pending = counts[Status.PENDING.label]
+    if info.get("state") == State.COMPLETE and pending:
+        problems.append(f"{stage}: complete, but {pending} rows of {info['status']} were never "
                         "written; rerun the same `ntu-prep extract` command to prepare them")
     errors = read_strings(group[info["error"]])
     if any(not errors[i] for i in np.flatnonzero(status == Status.FAILED)):

@@ -52,7 +52,8 @@ def write_corpus(out_dir: Path, num_samples: int, num_classes: int, seed: int = 
 
 def write_synthetic_corpus(out: Path, samples: int, classes: int, seed: int = 0, videos: bool = True,
                            progress: bool = True) -> int:
-    """Write the corpus; returns the number of samples."""
+    """Write the corpus; returns the number of samples. Checks every argument before it touches `out`."""
+    sample_names(samples, classes, seed)  # ConfigError for a count out of range, before any deletion
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NTUPrepError(f"{out} is a file, not a folder")

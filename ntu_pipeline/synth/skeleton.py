@@ -55,6 +55,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..manifests import get_protocol
 from ..sample_id import SampleId
 from .scene import COLOR_CAMERA, DEPTH_CAMERA, FPS, ClassMotion, SyntheticBody, SyntheticSample
@@ -144,7 +145,7 @@ def _own_motion(label: int, num_classes: int) -> ClassMotion:
 
 def _check_classes(num_classes: int) -> None:
     if not 1 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be 1..{MAX_CLASSES}, got {num_classes}")
+        raise ConfigError(f"num_classes must be 1..{MAX_CLASSES}, got {num_classes}")
 
 
 def sample_names(num_samples: int, num_classes: int, seed: int = 0) -> list[str]:
@@ -156,7 +157,7 @@ def sample_names(num_samples: int, num_classes: int, seed: int = 0) -> list[str]
     """
     _check_classes(num_classes)
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
     train = [p for p in range(1, NUM_PERFORMERS + 1) if get_protocol("xsub").is_train(p)]
     test = [p for p in range(1, NUM_PERFORMERS + 1) if p not in train]
     rng = np.random.default_rng([seed, 0x5A3E])

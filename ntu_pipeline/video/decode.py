@@ -51,10 +51,8 @@ import numpy as np
 from ..errors import VideoDecodeError
 from .crop import COLOR_FRAME_SIZE, fallback_crop_box, scale_box
 from .pixels import crop_frame, snap_box
-from .timeline import MAX_FRAMES, frame_ranges, frames_wanted, nearest_good
+from .timeline import DEFAULT_FRAMES, DEFAULT_SIZE, MAX_FRAMES, frame_ranges, frames_wanted, nearest_good
 
-DEFAULT_FRAMES = 32
-DEFAULT_SIZE = 256
 MAX_BAD_SHARE = 0.2  # a larger share of bad frames among those needed fails the sample (see 3.)
 
 # Codecs whose keyframes are intra-coded and whose I/P streams can be resumed at any keyframe: the GOP

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 MAX_FRAMES = 300  # the store's time axis: frames=None keeps at most this many (NTU videos have <= 300)
+DEFAULT_FRAMES = 32  # frames a clip keeps unless told otherwise (I3D's input length)
+DEFAULT_SIZE = 256  # side of the stored square crop unless told otherwise
 
 
 def sample_indices(num_frames: int, t: int) -> np.ndarray:
