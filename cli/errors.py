@@ -31,7 +31,8 @@ class OptionsError(click.ClickException):
 
 def user_errors(fn):
     """NTUPrepError (every error the project raises on purpose) and OSError (a file the system refused)
-    become `Error: <one line>`, exit 1 (2 for a ConfigError: options that cannot work are usage errors); Ctrl-C exits 130 with one line; a closed pipe (`| head`) ends
+    become `Error: <one line>`, exit 1 (2 for a ConfigError: options that cannot work are usage errors);
+    Ctrl-C exits 130 with one line; a closed pipe (`| head`) ends
     quietly (click's own handling); anything else is a bug and keeps its traceback."""
     @wraps(fn)
     def wrapper(*args, **kwargs):

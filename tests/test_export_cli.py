@@ -81,7 +81,8 @@ def test_cli_refuses_with_one_line_messages(synth_store, tmp_path):
     assert "--no-rgb applies to --format hdf5 only" in one_line_error(
         [str(synth_store), "--format", "ctrgcn", "-o", str(tmp_path / "c"), "--no-rgb"], exit_code=2)
     assert "--protocol does not apply to --format hdf5" in one_line_error(
-        [str(synth_store), "--format", "hdf5", "-o", str(tmp_path / "d.h5"), "--protocol", "xsub"], exit_code=2)
+        [str(synth_store), "--format", "hdf5", "-o", str(tmp_path / "d.h5"), "--protocol", "xsub"],
+        exit_code=2)
     (tmp_path / "npz").mkdir()
     (tmp_path / "npz" / "NTU60_CV.npz").write_bytes(b"keep me")
     assert "NTU60_CV.npz: already exists" in one_line_error(

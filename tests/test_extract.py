@@ -129,7 +129,9 @@ def test_failures_are_recorded_with_their_reason_and_the_rest_finishes(corpus, t
     # a split is membership: failed samples stay in it, the official missing list is left out by default
     without = make_split(open_store(tmp_path / "s.zarr", mode="r+"), "xsub")
     with_missing = make_split(open_store(tmp_path / "s.zarr", mode="r+"), "xsub", keep_missing=True)
-    assert without.excluded_missing == 1 and labelled(without.modalities["skeleton"]) == {"pending": 0, "ok": 39, "missing_skeleton": 0, "failed": 2, "absent": 0}
+    assert without.excluded_missing == 1
+    assert labelled(without.modalities["skeleton"]) == {"pending": 0, "ok": 39, "missing_skeleton": 0,
+                                                        "failed": 2, "absent": 0}
     assert len(without.train) + len(without.test) == 41
     assert len(with_missing.train) + len(with_missing.test) == 42
     # and a skeleton consumer takes the ok ones, the missing-list one too where the split kept it

@@ -78,7 +78,8 @@ def test_a_reader_of_a_store_being_written_is_told_to_wait(raw, tmp_path):
     with store_lock(out, "split"):  # this process's own hold is not another writer
         with pytest.raises(IncompleteStoreError, match="rerun the same `ntu-prep extract`"):
             require_complete(open_store(out))
-    script = f"from ntu_pipeline.store.lock import store_lock\nwith store_lock({str(out)!r}, 'extract'): input()"
+    script = (f"from ntu_pipeline.store.lock import store_lock\n"
+              f"with store_lock({str(out)!r}, 'extract'): input()")
     writer = subprocess.Popen([sys.executable, "-c", script], env=ENV, stdin=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -160,8 +161,8 @@ def test_a_fit_refused_before_training_leaves_no_folder(raw, tmp_path):
     out = tmp_path / "s.zarr"
     run(skeletons=raw, out=out, shard_size=4)
     run_dir = tmp_path / "hcn"
-    result = CliRunner().invoke(train_main, ["fit", "--store", str(out), "--protocol", "xsub", "--model", "hcn",
-                                             "--out", str(run_dir), "--device", "cpu"])
+    result = CliRunner().invoke(train_main, ["fit", "--store", str(out), "--protocol", "xsub", "--model",
+                                             "hcn", "--out", str(run_dir), "--device", "cpu"])
     assert result.exit_code == 1 and "ntu-prep split" in result.output
     assert not run_dir.exists()
 
