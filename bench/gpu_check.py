@@ -3,41 +3,128 @@
     make gpu-check                                   # or: .venv/bin/python bench/gpu_check.py
     .venv/bin/python bench/gpu_check.py --skip-compile --quick   # the checks without the slow parts
 
-On a CUDA machine, in about 5 minutes, for hcn, i3d and ccdfarm at the paper's input size (RGB
-3x32x224^2, skeleton 3x32x25x2, 60 classes):
-  step      clips/s of the training step (forward, heads_loss, backward, SGD; random data) in fp32 eager,
-            bf16 + channels_last_3d, and + torch.compile, with ratios to fp32 eager (bench/model_speed.py)
-  memory    peak GPU memory of a bf16 training step at batch 32
-  no-sync   a real epoch of `ntu-train`'s step (model/epoch.py) on a small synthetic store, under
-            torch.cuda.set_sync_debug_mode("error"): any host-device wait in the step raises
-  hcn-epoch an HCN epoch of NTU60 xsub's size (40,091 resident synthetic clips, frames drawn like NTU's,
-            ~85 on average) with its recipe's batch, timed
-  ddp       `torchrun -m cli.train fit` with NCCL: one process, and two where two GPUs exist, --sync-bn
-  rgb-data  clips/s of the RGB data path into the GPU (DataLoader workers decoding 32 x 256^2 JPEG
-            frames, crop and flip on the device) with every core of the machine
-One table, the device named; exit 1 when a check fails. Without CUDA it says so in one line and exits 2
-(the test suite never needs a GPU).
+On a CUDA machine, for hcn, i3d and ccdfarm at the paper's input size (RGB 3x32x224^2, skeleton
+3x32x25x2, 60 classes), one row each, its seconds beside it. The times in parentheses are estimates for an
+H100-class GPU with 16 cores, not yet measured (this script has not run on a GPU yet; correct them from
+its first table): about 4.5 minutes in all, 1.5 with --skip-compile.
+  store      a synthetic store for the rows that read one: 96 samples, 32 frames of 256^2 (~15 s)
+  memory     peak GPU memory of two training steps at batch 32 (bf16, channels_last_3d, the optimizer's
+             state included), each model alone: its own inputs, the caches emptied between (~5 s each)
+  step       clips/s of `ntu-train`'s step (Trainer.train_epoch: forward, heads_loss without the label
+             check, backward, gradient clip, the recipe's optimizer, the running sums) at batch 32 on a
+             batch made once on the GPU (no data path): fp32 eager (contiguous), bf16 + channels_last_3d,
+             and that under torch.compile (inductor, default mode; 2 warm-up steps compile it), with
+             ratios to fp32 eager; a batch that runs out of memory is halved and says so
+             (~5 s without compile; compiling takes ~20 s for hcn, ~60 s for i3d, ~90 s for ccdfarm)
+  no-sync    steps of a real epoch (the store, the RGB DataLoader, the augmentation on the device) under
+             torch.cuda.set_sync_debug_mode("error"): any host-device wait in a step raises (~5 s each)
+  hcn-epoch  an HCN epoch of NTU60 xsub's size (40,091 resident synthetic clips, frames drawn like NTU's,
+             ~85 on average) at its recipe's batch, timed (~10 s)
+  ddp        one process joined to an NCCL group as torchrun starts it (RANK, WORLD_SIZE=1): ccdfarm at
+             16x112^2 under DistributedDataParallel with SyncBatchNorm, a few steps; the row names the
+             backend and the SyncBatchNorm layers found (~10 s). Alone, SyncBatchNorm normalises
+             locally; where two GPUs exist, ddp-2 runs `torchrun --nproc-per-node 2 -m cli.train fit
+             --sync-bn` on the store, where it gathers across them (~40 s)
+  rgb-data   clips/s of the RGB data path into the GPU (DataLoader workers decoding 32 x 256^2 JPEG
+             frames, every core busy, crop and flip on the device), after every worker has delivered,
+             over 8 batches of 16 a worker in one epoch (the split's samples repeated, so the shard
+             files come from the page cache after the first pass: the decoding is measured; ~10 s)
+One table, the device named; exit 1 when a check fails. Without CUDA it says so in one line and exits 2.
+`--cpu-dry-run` (hidden) runs every row on the CPU at tiny sizes, the CUDA-only parts left out (bf16
+autocast, the sync debug mode, NCCL, SyncBatchNorm, memory statistics): what tests/test_gpu_paths.py
+runs, so the script's Python paths are exercised without a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+
+import model as models  # noqa: E402  (the repository on the path first)
+from model.checkpoint import SUMS  # noqa: E402
+from model.config import RECIPES, TrainConfig  # noqa: E402
+from model.data import Batch, ClipSpec, SplitData, SplitInfo, read_split  # noqa: E402
+from model.distributed import Processes, start_processes, stop_processes  # noqa: E402
+from model.epoch import Trainer, TrainProgress  # noqa: E402
+from model.runtime import Runtime, build_network  # noqa: E402
+from model.skeletons import PackedSkeletons  # noqa: E402
+from model.train import _optimizer  # noqa: E402
 
 VARIANTS = ("hcn", "i3d", "ccdfarm")
+MODES = ("fp32", "bf16", "compile")
+
+
+class CheckFailed(RuntimeError):
+    """A row ran but found what it checks for missing (e.g. no SyncBatchNorm layer under DDP)."""
+
+
+@dataclass(frozen=True)
+class CheckSizes:
+    """What the rows run at. frames: T of the clips (RGB and skeleton; a multiple of 16); crop: the RGB
+    side; batch, warmup, steps: of the step and memory rows (compile_warmup compiles); sync_batch: the
+    no-sync row's batch; epoch_clips: the hcn-epoch row's clips; store_*: the synthetic store (samples,
+    stored RGB frames and side, extract jobs); ddp_*: the ddp row's clip and batch; rgb_batch and
+    rgb_batches_per_worker: the rgb-data row's; backend: torch.compile's."""
+
+    frames: int = 32
+    crop: int = 224
+    classes: int = 60
+    batch: int = 32
+    warmup: int = 3
+    steps: int = 10
+    compile_warmup: int = 2
+    compile_steps: int = 5
+    sync_batch: int = 4
+    epoch_clips: int = 40_091  # NTU60 xsub's train split
+    store_samples: int = 96
+    store_frames: int = 32
+    store_size: int = 256
+    store_jobs: int = os.cpu_count() or 1
+    ddp_frames: int = 16
+    ddp_crop: int = 112
+    ddp_batch: int = 4
+    ddp_steps: int = 3
+    rgb_batch: int = 16
+    rgb_batches_per_worker: int = 8
+    backend: str = "inductor"
+
+    def __post_init__(self):
+        if self.frames % 16 or self.ddp_frames % 16:
+            raise ValueError(f"frames must be multiples of 16 (HCN), got {self.frames}, {self.ddp_frames}")
+        if min(self.batch, self.sync_batch, self.ddp_batch) < 2:
+            raise ValueError("batches must be >= 2 (DSFM's BatchNorm needs two clips in training)")
+        if max(self.crop, self.ddp_crop) > self.store_size:
+            raise ValueError(f"crops must fit the stored {self.store_size}^2 frames")
+        if min(self.steps, self.compile_steps, self.store_jobs) < 1 or self.rgb_batches_per_worker < 2:
+            raise ValueError("steps, compile_steps and store_jobs must be >= 1, rgb_batches_per_worker >= 2 "
+                             "(the first batch of each worker is not timed)")
+
+
+PAPER = CheckSizes()
+QUICK = dataclasses.replace(PAPER, steps=3, compile_steps=2, epoch_clips=4_009, rgb_batches_per_worker=3)
+TINY = CheckSizes(frames=16, crop=32, classes=6, batch=2, warmup=1, steps=1, compile_warmup=1,
+                  compile_steps=1, sync_batch=2, epoch_clips=130, store_samples=12, store_frames=16,
+                  store_size=64, store_jobs=1, ddp_frames=16, ddp_crop=32, ddp_batch=2, ddp_steps=2,
+                  rgb_batch=2, rgb_batches_per_worker=3, backend="eager")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,194 +134,402 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="no torch.compile mode (it compiles for minutes)")
     p.add_argument("--quick", action="store_true", help="fewer timed steps, a tenth of the HCN epoch")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="RGB DataLoader workers")
+    p.add_argument("--cpu-dry-run", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def synthetic_store(root: Path, samples: int) -> Path:
-    """A store with both modalities (32 frames of 256^2) and the xsub split, from the synthetic corpus."""
+# --- the pieces the rows share ------------------------------------------------------------------------
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_store(root: Path, sizes: CheckSizes) -> Path:
+    """A store with both modalities (store_frames of store_size^2) and the xsub split, from the
+    synthetic corpus."""
     from ntu_pipeline.stages.runner import ExtractConfig, extract
     from ntu_pipeline.store import open_store
     from ntu_pipeline.store.splits import make_split
     from ntu_pipeline.synth.corpus import write_corpus
 
     raw, store = root / "raw", root / "check.zarr"
-    write_corpus(raw, samples, 6, videos=True)
-    extract(ExtractConfig(skeletons=raw, videos=raw, out=store, dataset="ntu60", jobs=os.cpu_count() or 1,
-                          progress=False), say=lambda _: None)
+    write_corpus(raw, sizes.store_samples, 6, videos=True)
+    extract(ExtractConfig(skeletons=raw, videos=raw, out=store, dataset="ntu60", jobs=sizes.store_jobs,
+                          rgb_frames=sizes.store_frames, rgb_size=sizes.store_size, progress=False),
+            say=lambda _: None)
     make_split(open_store(store, mode="r+"), "xsub")
     return store
 
 
-def step_rates(name: str, quick: bool, compile_: bool) -> str:
-    from model_speed import parse_args as speed_args
-    from model_speed import train_throughput
-
-    modes = ["fp32", "bf16"] + (["compile"] if compile_ else [])
-    args = speed_args(["--device", "cuda", "--variants", name, "--modes", ",".join(modes),
-                       "--steps", "5" if quick else "20"])
-    rates = {mode: train_throughput(name, mode, args) for mode in modes}
-    return ", ".join(f"{mode} {rate:.1f}" + ("" if mode == "fp32" else f" ({rate / rates['fp32']:.2f}x)")
-                     for mode, rate in rates.items()) + " clips/s"
-
-
-def peak_memory(name: str) -> str:
-    from model_speed import PAPER_RGB, PAPER_SKELETON
-
-    import model
-
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    net = model.to_channels_last_3d(model.build(name, 60).cuda().train())
-    rgb = torch.randn(32, *PAPER_RGB, device="cuda").contiguous(memory_format=torch.channels_last_3d)
-    skeleton = torch.randn(32, *PAPER_SKELETON, device="cuda")
-    labels = torch.randint(0, 60, (32,), device="cuda")
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = model.heads_loss(net(rgb, skeleton), labels)
-    loss.backward()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    del net, rgb, skeleton, labels, loss
-    return f"{peak:.1f} GiB at batch 32 (bf16)"
+def random_batch(name: str, batch: int, frames: int, crop: int, classes: int, device: torch.device) -> Batch:
+    """A Batch of what `name` takes, made on `device`: rgb (B, 3, T, crop, crop) in [-1, 1] for the RGB
+    models, skeleton and motion (B, 3, T, 25, 2) for the skeleton ones, labels (B,) in [0, classes)."""
+    rgb = skeleton = motion = None
+    if name != "hcn":
+        rgb = torch.rand(batch, 3, frames, crop, crop, device=device) * 2 - 1
+    if name != "i3d":
+        skeleton = torch.randn(batch, 3, frames, 25, 2, device=device)
+        motion = models.skeleton_motion(skeleton)
+    labels = torch.randint(0, classes, (batch,), device=device)
+    return Batch(rgb, skeleton, motion, labels, torch.arange(batch, device=device))
 
 
-def trainer_for(name: str, store: Path | None, batch: int, workers: int, data=None):
-    """An `ntu-train` Trainer (the real step) on CUDA for `name`: on `store`, or on `data` given."""
-    from model.config import TrainConfig
-    from model.data import SplitData, read_split
-    from model.distributed import Processes
-    from model.epoch import Trainer
-    from model.runtime import Runtime, build_network
-    from model.train import _optimizer
+class RepeatedBatch:
+    """Stands in for SplitData in a Trainer: one batch, already on the device, `steps` times a call to
+    `batches` (so a step is timed without the data path)."""
 
-    config = TrainConfig(store=str(store or "synthetic"), protocol="xsub", model=name, out="unused",
-                         batch_size=batch, frames=32, crop=224, device="cuda", workers=workers,
-                         progress=False)
-    procs = Processes(0, 1, torch.device("cuda"))
-    if data is None:
-        info = read_split(store, "xsub", "train", config.uses_rgb, config.uses_skeleton)
-        data = SplitData(info, config.clip_spec(), procs.device, config.seed, workers)
-    net = build_network(name, len(data.info.class_names), config.model_options(), procs.device)
-    steps = len(data.info) // batch
-    return Trainer(config, procs, net, net, _optimizer(net, config, []), Runtime(procs.device), data, steps)
+    def __init__(self, batch: Batch, steps: int):
+        self.batch, self.steps = batch, steps
+
+    def batches(self, epoch: int, batch_size: int, train: bool, start_step: int = 0) -> Iterator[Batch]:
+        for _ in range(start_step, self.steps):
+            yield self.batch
 
 
-def run_epoch(trainer) -> float:
-    """Seconds of one training epoch through Trainer.train_epoch (the device waited for at the end)."""
-    from model.checkpoint import SUMS
-    from model.epoch import TrainProgress
+@dataclass(frozen=True)
+class ContiguousRuntime(Runtime):
+    """Runtime without channels_last_3d for the clip: fp32 eager as bench/model_speed.py's baseline."""
 
-    sums = torch.zeros(len(SUMS), dtype=torch.float64, device="cuda")
+    def forward(self, net: nn.Module, rgb: Tensor | None, skeleton: Tensor | None,
+                motion: Tensor | None) -> dict[str, Tensor]:
+        with self.autocast():
+            return net(rgb, skeleton, motion)
+
+
+def make_trainer(name: str, device: torch.device, data, batch: int, frames: int, crop: int, classes: int,
+                 mode: str = "bf16", procs: Processes | None = None, sync_bn: bool = False,
+                 backend: str = "inductor") -> Trainer:
+    """An `ntu-train` Trainer of `name` on `device` (the real step) over `data` (a SplitData or a
+    RepeatedBatch). mode: fp32 (contiguous, no autocast), bf16 (autocast on CUDA, channels_last_3d),
+    compile (bf16 under torch.compile); procs: under DDP, the network wrapped in it (SyncBatchNorm where
+    asked)."""
+    config = TrainConfig(store="synthetic", protocol="xsub", model=name, out="unused", batch_size=batch,
+                         frames=frames, crop=crop, device=device.type, workers=0, progress=False,
+                         bf16=mode != "fp32")
+    procs = procs or Processes(0, 1, device)
+    if mode == "fp32":
+        net, runtime = models.build(name, classes, **config.model_options()).to(device), \
+            ContiguousRuntime(device, bf16=False)
+    else:
+        net, runtime = build_network(name, classes, config.model_options(), device, sync_bn), \
+            Runtime(device, bf16=True)
+    train_net: nn.Module = net
+    if procs.group:
+        train_net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type ==
+                                                        "cuda" else None)
+    if mode == "compile":
+        train_net = torch.compile(train_net, backend=backend)
+    steps = max(data.steps if isinstance(data, RepeatedBatch) else len(data.info) // batch, 1)
+    return Trainer(config, procs, net, train_net, _optimizer(net, config, []), runtime, data, steps)
+
+
+def run_epoch(trainer: Trainer, epoch: int = 0) -> float:
+    """Seconds of one epoch through Trainer.train_epoch, the device waited for before and after."""
+    device = trainer.procs.device
+    sums = torch.zeros(len(SUMS), dtype=torch.float64, device=device)
     bar = TrainProgress(total=trainer.steps, unit="clips", label="check", enabled=False)
-    torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
-    trainer.train_epoch(0, 0, sums, bar, lambda *_: None)
-    torch.cuda.synchronize()
+    trainer.train_epoch(epoch, 0, sums, bar, lambda *_: None)
+    synchronize(device)
     return time.perf_counter() - start
 
 
-def no_sync(name: str, store: Path, workers: int) -> str:
-    import model.epoch
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err)
 
-    trainer = trainer_for(name, store, 4, workers)
-    model.epoch.LOG_EVERY, every = 1, model.epoch.LOG_EVERY  # the non-blocking read-back of every step too
+
+def _free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# --- the rows -----------------------------------------------------------------------------------------
+
+def peak_memory(name: str, device: torch.device, sizes: CheckSizes) -> str:
+    """Peak memory of two bf16 training steps of `name` at `sizes.batch`, its own inputs only (the
+    second step holds the optimizer's state); on a CPU the steps run, nothing is measured."""
+    _free(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    batch = random_batch(name, sizes.batch, sizes.frames, sizes.crop, sizes.classes, device)
+    trainer = make_trainer(name, device, RepeatedBatch(batch, 2), sizes.batch, sizes.frames, sizes.crop,
+                           sizes.classes)
+    run_epoch(trainer)
+    if device.type != "cuda":
+        return f"2 steps at batch {sizes.batch} ran; memory statistics are CUDA's"
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    del trainer, batch
+    _free(device)
+    return f"{peak:.1f} GiB at batch {sizes.batch} (bf16, channels_last_3d, optimizer state)"
+
+
+def step_rates(name: str, device: torch.device, sizes: CheckSizes, modes: tuple[str, ...] = MODES) -> str:
+    """Clips/s of Trainer steps of `name` in each of `modes` (fp32 first: the baseline) on one batch
+    made on the device; the batch halves (for every mode) while fp32 runs out of memory."""
+    batch, rates, note = sizes.batch, {}, ""
+    for mode in modes:
+        while True:
+            try:
+                rates[mode] = _step_rate(name, mode, device, sizes, batch)
+                break
+            except Exception as err:
+                if not _is_oom(err) or batch <= 2 or rates:
+                    raise
+                note, batch = f" ({batch} ran out of memory)", batch // 2
+    base = rates[modes[0]]
+    parts = [f"{mode} {rate:.1f}" + ("" if mode == modes[0] else f" ({rate / base:.2f}x)")
+             for mode, rate in rates.items()]
+    return ", ".join(parts) + f" clips/s at batch {batch}{note}"
+
+
+def _step_rate(name: str, mode: str, device: torch.device, sizes: CheckSizes, batch: int) -> float:
+    _free(device)  # here, not in the except clause: its traceback holds the failed try's tensors
+    torch.manual_seed(0)
+    warmup, steps = (sizes.compile_warmup, sizes.compile_steps) if mode == "compile" else \
+        (sizes.warmup, sizes.steps)
+    data = RepeatedBatch(random_batch(name, batch, sizes.frames, sizes.crop, sizes.classes, device), warmup)
+    trainer = None
+    try:
+        trainer = make_trainer(name, device, data, batch, sizes.frames, sizes.crop, sizes.classes, mode,
+                               backend=sizes.backend)
+        if warmup:
+            run_epoch(trainer, 0)
+        data.steps = steps
+        return batch * steps / run_epoch(trainer, 1)
+    finally:
+        del trainer, data
+        if mode == "compile":
+            torch._dynamo.reset()  # the compiled graphs hold the network
+
+
+@contextmanager
+def _sync_debug_errors(device: torch.device):
+    """torch.cuda.set_sync_debug_mode("error") on CUDA, nothing elsewhere (a CPU has no waits)."""
+    if device.type != "cuda":
+        yield
+        return
     torch.cuda.set_sync_debug_mode("error")
     try:
-        run_epoch(trainer)
+        yield
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def no_sync(name: str, store: Path, device: torch.device, sizes: CheckSizes, workers: int) -> str:
+    """A real epoch of `name` on `store` (its train split at sizes.sync_batch) with the running sums
+    read back after every step, under the sync debug mode on CUDA: a host-device wait raises."""
+    import model.epoch
+
+    config = TrainConfig(store=str(store), protocol="xsub", model=name, out="unused", frames=sizes.frames,
+                         crop=sizes.crop, device=device.type, workers=workers, progress=False)
+    info = read_split(store, "xsub", "train", config.uses_rgb, config.uses_skeleton)
+    data = SplitData(info, config.clip_spec(), device, config.seed, workers)
+    trainer = make_trainer(name, device, data, sizes.sync_batch, sizes.frames, sizes.crop,
+                           len(info.class_names))
+    every, model.epoch.LOG_EVERY = model.epoch.LOG_EVERY, 1  # the non-blocking read-back in every step
+    try:
+        with _sync_debug_errors(device):
+            sums = torch.zeros(len(SUMS), dtype=torch.float64, device=device)
+            bar = TrainProgress(trainer.steps, "clips", "no-sync", enabled=False)
+            trainer.train_epoch(0, 0, sums, bar, lambda *_: None)
+    finally:
         model.epoch.LOG_EVERY = every
-    return f"{trainer.steps} steps, no host-device wait"
+    synchronize(device)  # after the debug mode: an error of the steps' kernels surfaces here
+    checked = "no host-device wait" if device.type == "cuda" else "not checked for waits (CUDA only)"
+    return f"{trainer.steps} steps at batch {sizes.sync_batch}, {workers} workers: {checked}"
 
 
-def hcn_epoch(quick: bool) -> str:
-    from model.config import RECIPES
-    from model.data import ClipSpec, SplitData, SplitInfo
-    from model.skeletons import PackedSkeletons
-
-    n = 4_009 if quick else 40_091  # NTU60 xsub's train split
+def hcn_epoch(device: torch.device, sizes: CheckSizes) -> str:
+    """An HCN epoch of sizes.epoch_clips resident synthetic clips (NTU-like lengths) at its recipe's
+    batch, through the real data path (SplitData.batches) and step."""
+    n, batch = sizes.epoch_clips, RECIPES["hcn"].batch_size
     rng = np.random.default_rng(0)
     frames = np.clip(rng.gamma(4.0, 85 / 4.0, n), 30, 300).astype(np.int64)  # NTU: 32-300, ~85 on average
     starts = np.concatenate([[0], np.cumsum(frames)[:-1]])
-    packed = PackedSkeletons(torch.randn(int(frames.sum()), 2, 25, 3, device="cuda"),
-                             torch.from_numpy(starts).cuda(), torch.from_numpy(frames).cuda())
+    packed = PackedSkeletons(torch.randn(int(frames.sum()), 2, 25, 3, device=device),
+                             torch.from_numpy(starts).to(device), torch.from_numpy(frames).to(device))
     info = SplitInfo(store=Path("synthetic"), protocol="xsub", part="train", indices=np.arange(n),
-                     labels=rng.integers(0, 60, n), num_frames=frames, class_names=tuple(map(str, range(60))),
-                     dataset="ntu60")
-    batch = RECIPES["hcn"].batch_size
-    data = SplitData(info, ClipSpec(frames=32), "cuda", skeletons=packed)
-    seconds = run_epoch(trainer_for("hcn", None, batch, 0, data))
-    return (f"{n} clips in {seconds:.1f} s ({n / seconds:.0f} clips/s, batch {batch}); resident "
-            f"skeletons {packed.frames.numel() * 4 / 2**30:.2f} GiB")
+                     labels=rng.integers(0, sizes.classes, n), num_frames=frames,
+                     class_names=tuple(map(str, range(sizes.classes))), dataset="ntu60")
+    data = SplitData(info, ClipSpec(frames=sizes.frames), device, skeletons=packed)
+    seconds = run_epoch(make_trainer("hcn", device, data, batch, sizes.frames, sizes.crop, sizes.classes))
+    return (f"{n} clips in {seconds:.1f} s ({n // batch * batch / seconds:.0f} clips/s, batch {batch}); "
+            f"resident skeletons {packed.frames.numel() * 4 / 2**30:.2f} GiB")
 
 
-def ddp(store: Path, tmp: Path) -> str:
-    results = []
-    for procs in sorted({1, min(2, torch.cuda.device_count())}):
-        out = tmp / f"ddp{procs}"
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                   str(procs), "-m", "cli.train", "fit", "--store", str(store), "--protocol", "xsub",
-                   "--model", "hcn", "--out", str(out), "--epochs", "1", "--batch-size", "8", "--device",
-                   "cuda", "--sync-bn", "--workers", "0", "--quiet"]
-        run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
-        if run.returncode != 0:
-            raise RuntimeError(f"{procs} process(es): exit {run.returncode}: {run.stderr.strip()[-600:]}")
-        results.append(f"{procs} process{'es' if procs > 1 else ''} ok")
-    return ", ".join(results) + " (nccl, --sync-bn)"
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def rgb_data(store: Path, workers: int) -> str:
-    from model.data import ClipSpec, SplitData, read_split
+@contextmanager
+def _torchrun_environment():
+    """This process as torchrun's only one: RANK 0 of WORLD_SIZE 1 at a free local port; the
+    environment as it was afterwards."""
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
-    info = read_split(store, "xsub", "train", need_rgb=True)
-    data = SplitData(info, ClipSpec(frames=32, rgb=True, crop=224), "cuda", workers=workers)
-    batch = min(16, len(info))
-    total, epoch = 0, 0
-    batches = data.batches(0, batch, train=True)
-    next(batches)  # the workers start
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    while total < 20 * batch:
-        for b in batches:
-            total += len(b.labels)
-        epoch += 1
-        batches = data.batches(epoch, batch, train=True)
-    torch.cuda.synchronize()
-    rate = total / (time.perf_counter() - start)
-    return f"{rate:.0f} clips/s with {workers} workers ({rate / max(workers, 1):.1f} per worker)"
+
+def ddp(device: torch.device, sizes: CheckSizes, name: str = "ccdfarm") -> str:
+    """sizes.ddp_steps steps of `name` in one process started as torchrun starts it: the process group
+    joined (nccl on CUDA, gloo on a CPU), the network under DistributedDataParallel with SyncBatchNorm
+    (CUDA; a CPU keeps BatchNorm, SyncBatchNorm has no CPU kernel). Fails unless all of it happened."""
+    import torch.distributed as dist
+
+    with _torchrun_environment():
+        procs = start_processes(device.type)
+        try:
+            if not (procs.group and dist.is_initialized()):
+                raise CheckFailed("start_processes joined no process group under torchrun's environment")
+            backend = dist.get_backend()
+            cuda = procs.device.type == "cuda"
+            batch = random_batch(name, sizes.ddp_batch, sizes.ddp_frames, sizes.ddp_crop, sizes.classes,
+                                 procs.device)
+            trainer = make_trainer(name, procs.device, RepeatedBatch(batch, sizes.ddp_steps),
+                                   sizes.ddp_batch, sizes.ddp_frames, sizes.ddp_crop, sizes.classes,
+                                   procs=procs, sync_bn=cuda)
+            synced = sum(isinstance(m, nn.SyncBatchNorm) for m in trainer.net.modules())
+            plain = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+                        for m in trainer.net.modules())
+            if not isinstance(trainer.train_net, nn.parallel.DistributedDataParallel):
+                raise CheckFailed("the network is not under DistributedDataParallel")
+            if cuda and (synced == 0 or plain):
+                raise CheckFailed(f"SyncBatchNorm asked for: {synced} SyncBatchNorm, {plain} BatchNorm left")
+            before = [p.detach().clone() for p in trainer.net.parameters()]
+            run_epoch(trainer)
+            moved = sum(not torch.equal(a, p) for a, p in zip(before, trainer.net.parameters(), strict=True))
+            if moved == 0:
+                raise CheckFailed("the DDP steps changed no parameter")
+        finally:
+            stop_processes(procs)
+    norms = f"{synced} SyncBatchNorm" if cuda else f"{plain} BatchNorm (SyncBatchNorm is CUDA's)"
+    return (f"{backend}, world {procs.world}, DistributedDataParallel {name} {sizes.ddp_frames}x"
+            f"{sizes.ddp_crop}^2, {norms}, {sizes.ddp_steps} steps moved {moved} parameters")
+
+
+def ddp_processes(store: Path, tmp: Path, sizes: CheckSizes, processes: int) -> str:
+    """`torchrun --nproc-per-node N -m cli.train fit --sync-bn` for one epoch of ccdfarm on `store`."""
+    out = tmp / f"ddp{processes}"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               str(processes), "-m", "cli.train", "fit", "--store", str(store), "--protocol", "xsub",
+               "--model", "ccdfarm", "--out", str(out), "--epochs", "1", "--batch-size",
+               str(sizes.ddp_batch * processes), "--frames", str(sizes.ddp_frames), "--crop",
+               str(sizes.ddp_crop), "--device", "cuda", "--sync-bn", "--workers", "2", "--quiet"]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    if run.returncode != 0:
+        raise CheckFailed(f"{processes} processes: exit {run.returncode}: {run.stderr.strip()[-600:]}")
+    return f"{processes} processes (nccl, DDP, --sync-bn): a ccdfarm epoch and its evaluation ran"
+
+
+def rgb_data_split(store: Path, device: torch.device, sizes: CheckSizes, workers: int) -> SplitData:
+    """The store's train split for RGB alone (no skeleton loaded), its samples repeated so one epoch
+    holds rgb_batches_per_worker batches a worker: every worker stays busy, none restarts."""
+    info = read_split(store, "xsub", "train", need_rgb=True, need_skeleton=False)
+    wanted = sizes.rgb_batch * sizes.rgb_batches_per_worker * max(workers, 1)
+    repeats = math.ceil(wanted / len(info))
+    tile = {key: np.tile(getattr(info, key), repeats) for key in ("indices", "labels", "num_frames")}
+    info = dataclasses.replace(info, **tile)
+    spec = ClipSpec(frames=sizes.store_frames, skeleton=False, rgb=True, crop=sizes.crop)
+    return SplitData(info, spec, device, workers=workers)
+
+
+def rgb_data(store: Path, device: torch.device, sizes: CheckSizes, workers: int) -> str:
+    """Clips/s of the RGB path into the device (decoding in `workers` DataLoader workers, crop and flip
+    there), timed from the batch after every worker has delivered one to the epoch's end."""
+    data = rgb_data_split(store, device, sizes, workers)
+    skip = max(workers, 1)
+    clips = 0
+    start = None
+    for k, batch in enumerate(data.batches(0, sizes.rgb_batch, train=True)):
+        if k == skip - 1:
+            synchronize(device)
+            start = time.perf_counter()
+        elif k >= skip:
+            clips += len(batch.labels)
+    synchronize(device)
+    rate = clips / (time.perf_counter() - start)
+    side = sizes.store_size
+    return (f"{rate:.0f} clips/s with {workers} workers ({rate / max(workers, 1):.1f} a worker), "
+            f"{clips} clips of {sizes.store_frames} x {side}^2 JPEG frames at batch {sizes.rgb_batch}")
+
+
+# --- the table ----------------------------------------------------------------------------------------
+
+def checks(sizes: CheckSizes, device: torch.device, workers: int, compile_: bool,
+           tmp: Path) -> list[tuple[str, Callable[[], str]]]:
+    """The rows, in the order they run: (label, the check returning its result line)."""
+    store = tmp / "check.zarr"
+    modes = MODES if compile_ else MODES[:2]
+
+    def make_store() -> str:
+        synthetic_store(tmp, sizes)
+        return f"{sizes.store_samples} samples, {sizes.store_frames} frames of {sizes.store_size}^2"
+
+    rows: list[tuple[str, Callable[[], str]]] = [("store", make_store)]
+    rows += [(f"memory {n}", lambda n=n: peak_memory(n, device, sizes)) for n in VARIANTS]
+    rows += [(f"step {n}", lambda n=n: step_rates(n, device, sizes, modes)) for n in VARIANTS]
+    rows += [(f"no-sync {n}", lambda n=n: no_sync(n, store, device, sizes, min(workers, 4)))
+             for n in VARIANTS]
+    rows += [("hcn-epoch", lambda: hcn_epoch(device, sizes)), ("ddp", lambda: ddp(device, sizes))]
+    if device.type == "cuda" and torch.cuda.device_count() >= 2:
+        rows.append(("ddp-2", lambda: ddp_processes(store, tmp, sizes, 2)))
+    rows.append(("rgb-data", lambda: rgb_data(store, device, sizes, workers)))
+    return rows
+
+
+def run_checks(rows: list[tuple[str, Callable[[], str]]], say=print) -> list[tuple[str, str, float, str]]:
+    """Run every row (a failure is reported and the others still run): (label, ok | FAIL, seconds,
+    result), each said as it finishes."""
+    table = []
+    for label, check in rows:
+        start = time.perf_counter()
+        try:
+            result, status = check(), "ok"
+        except Exception as err:  # every check is reported, the others still run
+            first = str(err).splitlines()[0] if str(err) else ""
+            result, status = f"{type(err).__name__}: {first}", "FAIL"
+            traceback.print_exc(file=sys.stderr)
+        seconds = time.perf_counter() - start
+        table.append((label, status, seconds, result))
+        say(f"{label:<16} {status:<4} {seconds:>6.1f}s  {result}")
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not torch.cuda.is_available():
+    if args.cpu_dry_run:
+        device, sizes, workers = torch.device("cpu"), TINY, min(args.workers, 2)
+        name = f"cpu dry run at tiny sizes, {torch.get_num_threads()} threads"
+    elif not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing was checked")
         return 2
-    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} x "
-          f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores")
-    rows, failed = [], 0
+    else:
+        device, sizes, workers = torch.device("cuda", 0), QUICK if args.quick else PAPER, args.workers
+        name = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}"
+    print(f"gpu_check: torch {torch.__version__}, {name}, {os.cpu_count()} CPU cores", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        store = synthetic_store(Path(tmp), 96)
-        checks = [(f"step {name}", lambda n=name: step_rates(n, args.quick, not args.skip_compile))
-                  for name in VARIANTS]
-        checks += [(f"memory {name}", lambda n=name: peak_memory(n)) for name in VARIANTS]
-        checks += [(f"no-sync {name}", lambda n=name: no_sync(n, store, min(args.workers, 4)))
-                   for name in VARIANTS]
-        checks += [("hcn-epoch", lambda: hcn_epoch(args.quick)), ("ddp", lambda: ddp(store, Path(tmp))),
-                   ("rgb-data", lambda: rgb_data(store, args.workers))]
-        for label, check in checks:
-            try:
-                result, status = check(), "ok"
-            except Exception as err:  # every check is reported, the others still run
-                first = str(err).splitlines()[0] if str(err) else ""
-                result, status = f"{type(err).__name__}: {first}", "FAIL"
-                failed += 1
-                traceback.print_exc(file=sys.stderr)
-            rows.append((label, status, result))
-            print(f"{label:<16} {status:<4} {result}", flush=True)
-    print(f"\n{'check':<16} {'':<4} result ({time.perf_counter() - started:.0f} s in all)")
-    for label, status, result in rows:
-        print(f"{label:<16} {status:<4} {result}")
+        table = run_checks(checks(sizes, device, workers, not args.skip_compile, Path(tmp)),
+                           say=lambda line: print(line, flush=True))
+    failed = sum(status != "ok" for _, status, _, _ in table)
+    print(f"\n{'check':<16} {'':<4} {'time':>7}  result on {name} ({time.perf_counter() - started:.0f} s "
+          f"in all, {failed} failed)")
+    for label, status, seconds, result in table:
+        print(f"{label:<16} {status:<4} {seconds:>6.1f}s  {result}")
     return 1 if failed else 0
 
 

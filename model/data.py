@@ -58,6 +58,7 @@ from model.transforms import (
     crop_boxes,
     crop_clips,
     gather_packed,
+    mirror_index,
     mirror_skeleton,
     resample_packed,
     segment_positions,
@@ -285,6 +286,7 @@ class SplitData:
         self.labels = torch.from_numpy(info.labels).to(self.device)
         self.num_frames = torch.from_numpy(info.num_frames).to(self.device)
         self.skeletons = skeletons
+        self.mirror = mirror_index(self.device)  # made here: a copy inside a step would wait
         if spec.skeleton and skeletons is None:
             dtype = torch.float16 if spec.half else torch.float32
             self.skeletons = load_packed(info.store, info.indices, info.num_frames, spec.normalize, dtype,
@@ -377,7 +379,7 @@ class SplitData:
                 positions = window_positions(self.num_frames[pos], spec.frames, ratio,
                                              None if u is None else u[:, WINDOW_START])
                 joints = resample_packed(packed.frames, starts, lengths, positions)
-            skeleton = mirror_skeleton(to_model_layout(joints), flip)
+            skeleton = mirror_skeleton(to_model_layout(joints), flip, index=self.mirror)
             motion = skeleton_motion(skeleton)
         if clips is not None:
             size = self.info.rgb_size

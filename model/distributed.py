@@ -1,6 +1,7 @@
 """The processes of a run: one, or one per GPU under torchrun (RANK, WORLD_SIZE, LOCAL_RANK).
 
-    procs = start_processes("cuda")        # joins the process group (nccl on CUDA, gloo on CPU)
+    procs = start_processes("cuda")        # under torchrun: joins the process group (nccl on CUDA, gloo on
+                                           # CPU), even as its only process; procs.group says it did
     total = all_sum(local_sums, procs)     # a small tensor summed over the processes
     message = broadcast_text(text, procs)  # rank 0's string, in every process (e.g. an error to raise)
     stop_processes(procs)
@@ -18,11 +19,14 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Processes:
-    """This process's place in the run: rank, world size, device (cuda:LOCAL_RANK under DDP)."""
+    """This process's place in the run: rank, world size, device (cuda:LOCAL_RANK under DDP); group:
+    whether it joined a process group (launched by torchrun), so the network is wrapped in DDP, with
+    SyncBatchNorm where asked, at any world size (one process under torchrun runs what two would)."""
 
     rank: int
     world: int
     device: torch.device
+    group: bool = False
 
     @property
     def main(self) -> bool:
@@ -30,10 +34,10 @@ class Processes:
 
 
 def start_processes(device: str) -> Processes:
-    """One process, or this one of torchrun's: joins the process group (nccl on CUDA, gloo on CPU) and
-    picks its GPU."""
+    """One plain process, or this one of torchrun's (RANK in the environment): joins the process group
+    (nccl on CUDA, gloo on CPU) and picks its GPU, also when torchrun started only this one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if world == 1 and "RANK" not in os.environ:
         return Processes(0, 1, torch.device(device))
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device.startswith("cuda")
@@ -41,11 +45,11 @@ def start_processes(device: str) -> Processes:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    return Processes(rank, world, torch.device(f"cuda:{local}" if cuda else device))
+    return Processes(rank, world, torch.device(f"cuda:{local}" if cuda else device), group=True)
 
 
 def stop_processes(procs: Processes) -> None:
-    if procs.world > 1 and dist.is_initialized():
+    if procs.group and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -179,7 +179,7 @@ def _fit(config: TrainConfig, resume: bool, procs: Processes, say, stream: TextI
 
     torch.manual_seed(config.seed)  # the initial weights, the same in every process
     net = build_network(config.model, len(class_names), config.model_options(), procs.device,
-                        config.sync_bn and procs.world > 1)
+                        config.sync_bn and procs.group)
     pretrained: list[str] = []
     if previous is not None:
         load_weights(net, previous, run_dir / "last.pt")
@@ -196,7 +196,7 @@ def _fit(config: TrainConfig, resume: bool, procs: Processes, say, stream: TextI
         optimizer.load_state_dict(previous.optimizer)
     cuda = procs.device.type == "cuda"
     train_net: nn.Module = net
-    if procs.world > 1:
+    if procs.group:  # under torchrun, even alone: what runs on two GPUs runs on one
         devices = [procs.device.index] if cuda else None
         train_net = nn.parallel.DistributedDataParallel(net, device_ids=devices)
     eval_net: nn.Module = net

@@ -10,12 +10,13 @@ applies them (this module knows nothing of stores).
 Shapes follow `data.py`: resident skeletons packed (F, M, V, 3) with per-sample starts and lengths
 (`skeletons.py`); model layout (B, 3, T, V, M); clips (B, T, S, S, 3) uint8 in, (B, 3, T, crop, crop)
 out. What runs in a training step never copies from the host or reads a value back (no host-device
-synchronisation): constants live on the device, index tensors are made once per device.
+synchronisation): every tensor a function makes is made on its input's device (a host tensor mixed in
+fails on CUDA, or copies and waits), and the one constant index (`mirror_index`) is made by the caller
+before the first step and passed in.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -93,14 +94,15 @@ def align_to_axes(joints: Tensor, present: Tensor) -> Tensor:
     """
     b = joints.shape[0]
     actor1 = present[:, :, 0]
-    first = joints[torch.arange(b), _first_true(actor1), 0].double()  # (B, V, 3)
+    first = joints[torch.arange(b, device=joints.device), _first_true(actor1), 0].double()  # (B, V, 3)
     r1 = _rotation_between(first[:, SPINE_MID] - first[:, SPINE_BASE], first.new_tensor([0.0, 0, 1]))
     shoulders = (r1 @ (first[:, RIGHT_SHOULDER] - first[:, LEFT_SHOULDER])[..., None])[..., 0]
     shoulders = shoulders * shoulders.new_tensor([1.0, 1, 0])  # turn about z only
     flat = shoulders.norm(dim=-1) < 1e-8
     r2 = _rotation_between(torch.where(flat[:, None], shoulders.new_tensor([1.0, 0, 0]), shoulders),
                            shoulders.new_tensor([1.0, 0, 0]))
-    rotation = torch.where(actor1.any(dim=1)[:, None, None], r2 @ r1, torch.eye(3, dtype=r1.dtype))
+    eye = torch.eye(3, dtype=r1.dtype, device=r1.device)
+    rotation = torch.where(actor1.any(dim=1)[:, None, None], r2 @ r1, eye)  # (B, 3, 3)
     rotated = joints.flatten(1, 3) @ rotation.transpose(1, 2).to(joints.dtype)  # (B, T*M*V, 3)
     return rotated.view(joints.shape) * present[..., None, None]
 
@@ -182,19 +184,24 @@ def to_model_layout(joints: Tensor) -> Tensor:
     return joints.permute(0, 4, 1, 3, 2).contiguous()
 
 
-@functools.cache
-def _mirror_index(device: torch.device) -> Tensor:
-    """MIRROR_JOINTS on `device`, made once: a list index would be copied to the device at every call."""
+def mirror_index(device: torch.device | str) -> Tensor:
+    """MIRROR_JOINTS (V,) int64 on `device`, for `mirror_skeleton`. Make it once, before the training
+    steps (`SplitData` does): made from the host list, it is a copy to the device, which waits."""
     return torch.tensor(MIRROR_JOINTS, device=device)
 
 
-def mirror_skeleton(skeleton: Tensor, flip: Tensor, width: float = 0.0) -> Tensor:
+def mirror_skeleton(skeleton: Tensor, flip: Tensor, width: float = 0.0,
+                    index: Tensor | None = None) -> Tensor:
     """Mirror the samples where `flip` (B,) is True: x -> width - x and left/right joints swapped.
 
     skeleton (B, C, T, V, M) with x in channel 0: camera-space metres (width 0: x -> -x) or pixel
-    coordinates in a crop `width` wide. Absent actors (all zero) stay zero for width 0.
+    coordinates in a crop `width` wide. Absent actors (all zero) stay zero for width 0. index:
+    `mirror_index(skeleton.device)`, made ahead; None makes it here (a host-to-device copy: never in a
+    training step).
     """
-    mirrored = skeleton.index_select(3, _mirror_index(skeleton.device))
+    if index is None:
+        index = mirror_index(skeleton.device)
+    mirrored = skeleton.index_select(3, index)
     mirrored = torch.cat([width - mirrored[:, :1], mirrored[:, 1:]], dim=1)
     return torch.where(flip[:, None, None, None, None], mirrored, skeleton)
 
@@ -241,13 +248,21 @@ def _crop_affine(boxes: Tensor, flip: Tensor, size: int) -> Tensor:
 def crop_clips(clips: Tensor, boxes: Tensor, flip: Tensor, crop: int) -> Tensor:
     """uint8 clips (B, T, S, S, 3) -> float32 (B, 3, T, crop, crop) in [-1, 1]: each clip's box
     (B, 4) resized to crop x crop (bilinear), mirrored where `flip` (B,). A centre box of `crop`
-    pixels at scale 1 copies the pixels exactly."""
+    pixels at scale 1 copies the pixels exactly.
+
+    The whole frame is converted to float32 before sampling (0.8 GB at batch 32 of 32 x 256^2): a box
+    is up to the whole frame (CROP_AREA, CROP_ASPECT), and a batch cut to its largest box would have to
+    read the boxes back from the device, a wait in every step. The conversion is one pass with no
+    uint8 copy in between, and the scaling is in place.
+    """
     b, t, s = clips.shape[:3]
-    x = clips.permute(0, 1, 4, 2, 3).reshape(b, t * 3, s, s).float()  # (B, T*3, S, S)
+    x = clips.permute(0, 1, 4, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
+    x = x.view(b, t * 3, s, s)  # (B, T*3, S, S)
     grid = F.affine_grid(_crop_affine(boxes, flip, s).float(), [b, t * 3, crop, crop], align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    x = x.view(b, t, 3, crop, crop).transpose(1, 2)  # (B, 3, T, crop, crop)
-    return x / 127.5 - 1.0
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
+                      align_corners=False)  # (B, T*3, crop, crop)
+    x = x.div_(127.5).sub_(1.0)  # in place: no second output-sized tensor
+    return x.view(b, t, 3, crop, crop).transpose(1, 2)  # (B, 3, T, crop, crop)
 
 
 def crop_points(points: Tensor, boxes: Tensor, flip: Tensor, size: int, crop: int) -> Tensor:
