@@ -163,12 +163,17 @@ def fit_command(store, protocol, model_name, out, resume, quiet, **settings):
 def eval_command(checkpoint, store, protocol, out, model_name, clips, batch_size, device, workers):
     """Top-1, top-5 and per-class accuracy of CHECKPOINT on the test split of PROTOCOL."""
     from model.evaluate import evaluate_checkpoint
+    from ntu_pipeline.store.splits import describe_left_out
 
     report = evaluate_checkpoint(checkpoint, store, protocol, out, model=model_name, batch_size=batch_size,
                                  device=device, workers=workers, clips=clips)
     click.echo(f"{report['model']} {protocol}: test top1 {report['top1']:.4f} top5 {report['top5']:.4f} "
                f"({report['num_samples']} samples, {clips} clip{'s' if clips > 1 else ''})"
                + (f"; {out}/metrics.json, {out}/scores.npz, {out}/confusion.png" if out else ""))
+    if report["left_out"]:
+        n = sum(report["left_out"].values())
+        click.echo(f"test: {n} sample{'s' if n > 1 else ''} left out, not in these numbers "
+                   f"({describe_left_out(report['left_out'])})", err=True)
 
 
 main.add_command(summary_command)

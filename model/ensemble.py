@@ -1,19 +1,28 @@
 """Late fusion of saved scores: the recipe of CTR-GCN's ensemble.py and PYSKL's multi-stream numbers.
 
-    fused = ensemble([read_scores("runs/hcn"), read_scores("runs/i3d")], weights=[1.0, 1.0])
-    classification_report(torch.from_numpy(fused.logits), torch.from_numpy(fused.labels), fused.class_names)
+    report = ensemble_report(["runs/hcn", "runs/i3d"], weights=[1.0, 0.5], out_dir=Path("runs/late"))
+    # -> runs/late/metrics.json, confusion.png, scores.npz, as an evaluation writes them
+    fused = ensemble([read_scores("runs/hcn"), read_scores("runs/i3d")])   # the fused Scores alone
 
 The fused logits are the weighted sum of the sources' logits (weights 1 each by default, not
 normalised: an ensemble of a run with itself has twice its logits and exactly its predictions). The
 sources are aligned by sample name, so runs evaluated in another order still combine; they must hold
-the same samples, the same label for each, and the same classes, or ScoresError says which two differ.
+the same samples, the same label for each, and the same classes, or ScoresError says which two differ;
+weights that do not fit the sources (one finite number each) are a ConfigError.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import json
+import math
+from pathlib import Path
 
-from model.scores import Scores, ScoresError
+import numpy as np
+import torch
+
+from model.reports import classification_report, write_evaluation
+from model.scores import Scores, ScoresError, read_scores
+from ntu_pipeline.errors import ConfigError
 
 
 def _where(scores: Scores, k: int) -> str:
@@ -26,7 +35,9 @@ def ensemble(sources: list[Scores], weights: list[float] | None = None) -> Score
         raise ScoresError("ensemble needs at least one scores file")
     weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
     if len(weights) != len(sources):
-        raise ScoresError(f"{len(weights)} weights for {len(sources)} scores files: give one weight each")
+        raise ConfigError(f"{len(weights)} weights for {len(sources)} scores files: give one weight each")
+    if not all(math.isfinite(w) for w in weights):
+        raise ConfigError(f"weights {weights}: every weight must be a finite number")
     first = sources[0]
     order = {name: i for i, name in enumerate(first.names)}
     total = np.zeros_like(first.logits, dtype=np.float64)
@@ -45,3 +56,36 @@ def ensemble(sources: list[Scores], weights: list[float] | None = None) -> Score
             raise ScoresError(f"{b} and {a} give {scores.names[bad]} different labels")
         total[rows] += weight * scores.logits
     return Scores(first.names, first.labels, total.astype(np.float32), first.class_names)
+
+
+def _shared_protocol(sources: list[Scores]) -> str | None:
+    """The protocol that the metrics.json beside every source names, where they all name the same one."""
+    protocols = set()
+    for scores in sources:
+        metrics = Path(scores.source).parent / "metrics.json"
+        try:
+            protocols.add(json.loads(metrics.read_text()).get("protocol"))
+        except (OSError, ValueError, AttributeError):
+            return None
+    return protocols.pop() if len(protocols) == 1 else None
+
+
+def ensemble_report(sources: list[str | Path], weights: list[float] | None = None,
+                    out_dir: str | Path | None = None) -> dict:
+    """The classification report of the fused scores of `sources` (run or eval directories, or their
+    scores.npz), with model "ensemble", the sources, the weights and the protocol (where the sources'
+    metrics.json agree on one); written as out_dir/metrics.json, confusion.png and scores.npz when
+    out_dir is given. ScoresError, in one line, where the sources do not go together."""
+    read = [read_scores(source) for source in sources]
+    fused = ensemble(read, weights)
+    report = classification_report(torch.from_numpy(fused.logits), torch.from_numpy(fused.labels),
+                                   fused.class_names)
+    report.update({"model": "ensemble", "sources": [str(s) for s in sources],
+                   "weights": [float(w) for w in weights] if weights is not None else [1.0] * len(read)})
+    protocol = _shared_protocol(read)
+    if protocol is not None:
+        report["protocol"] = protocol
+    if out_dir is not None:
+        write_evaluation(Path(out_dir), report, fused, f"ensemble of {len(read)}"
+                         + (f" {protocol}" if protocol else "") + f" top1 {report['top1']:.4f}")
+    return report

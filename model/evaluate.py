@@ -82,12 +82,14 @@ def evaluate_split(net: nn.Module, data: SplitData, batch_size: int, runtime: Ru
 def write_split_evaluation(result: tuple[Tensor, Tensor], data: SplitData, out_dir: Path | None,
                            extra: dict) -> dict:
     """The classification report of (logits, labels) over `data`'s split, with `extra` (model, protocol,
-    clips, ...) in it; written as out_dir/metrics.json, confusion.png and scores.npz when out_dir is given
-    (rank 0 passes it, the others None)."""
+    clips, ...) and `left_out` (the split's members this model could not be given, by reason: {"skeleton
+    absent": 1}, {} when none) in it; written as out_dir/metrics.json, confusion.png and scores.npz when
+    out_dir is given (rank 0 passes it, the others None)."""
     logits, labels = result
     info = data.info
     report = classification_report(logits, labels, info.class_names)
     report.update(extra)
+    report["left_out"] = dict(info.left_out)
     if out_dir is not None:
         names = read_strings(open_store(info.store)["samples/name"])
         scores = Scores(np.asarray([names[i] for i in info.indices]), labels.numpy().astype(np.int64),
@@ -116,9 +118,10 @@ def evaluate_checkpoint(checkpoint: str | Path, store: str | Path, protocol: str
                         model: str | None = None, batch_size: int = 32, device: str | None = None,
                         workers: int | None = None, clips: int = 1) -> dict:
     """The test split of `protocol` in `store` through the weights in `checkpoint`, `clips` clips a
-    sample: its classification report, also written as out_dir/metrics.json, confusion.png and
-    scores.npz when out_dir is given. `model`, when given, must be the checkpoint's. CheckpointError
-    where they do not fit. A run trained with --sync-bn on GPUs evaluates on a CPU too."""
+    sample: its classification report (with `left_out`: the test samples the model could not be given,
+    by reason), also written as out_dir/metrics.json, confusion.png and scores.npz when out_dir is
+    given. `model`, when given, must be the checkpoint's. CheckpointError where they do not fit. A run
+    trained with --sync-bn on GPUs evaluates on a CPU too."""
     path = Path(checkpoint)
     saved = load_checkpoint(path)
     config = evaluation_config(saved, device, workers)

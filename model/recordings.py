@@ -157,22 +157,31 @@ def rgb_extract_options(options: dict) -> dict:
             else "lz4", "rgb_quality": int(codec.get("quality", 90))}
 
 
-def _failure(group, index: int, stages: tuple[str, ...], name: str) -> Failure:
+def _failure(group, index: int, stages: tuple[str, ...], rec: Recording, links: dict[Path, Path]) -> Failure:
+    """Why stored sample `index` (recording `rec`) is not usable, its error naming the user's files, not
+    the links (`links`: link -> the user's file) the stages read."""
     for stage in stages:
         status_path, error_path = STAGE_COLUMNS[stage]
         status = Status(int(group[status_path][index]))
         if status != Status.OK:
             what = "skeleton" if stage == "skeleton" else "video"
-            return Failure(name, f"{what} {status.label}: {group[error_path][index] or 'no file given'}")
-    return Failure(name, "not usable")  # never expected: usable_samples kept every ok sample
+            error = str(group[error_path][index] or "no file given")
+            for link, given in links.items():
+                error = error.replace(str(link), str(given))
+            return Failure(rec.name, f"{what} {status.label}: {error}")
+    return Failure(rec.name, "not usable")  # never expected: usable_samples kept every ok sample
 
 
-def _link(folder: Path, files: dict[str, Path], suffix: str) -> Path | None:
+def _link(folder: Path, files: dict[str, Path], suffix: str, links: dict[Path, Path]) -> Path | None:
+    """`folder` of links named `<NTU name><suffix>` to `files` ({NTU name: file}), each recorded in
+    `links` (link -> file); None when there are no files."""
     if not files:
         return None
     folder.mkdir()
     for ntu_name, path in files.items():
-        (folder / f"{ntu_name}{suffix}").symlink_to(path.resolve())
+        link = folder / f"{ntu_name}{suffix}"
+        link.symlink_to(path.resolve())
+        links[link] = path
     return folder
 
 
@@ -210,9 +219,11 @@ def _predict_prepared(saved, path: Path, config, recordings: list[Recording], st
                       several: bool) -> dict[str, Prediction | Failure]:
     store = tmp / "recordings.zarr"
     names = dict(zip(placeholder_names(saved.dataset, len(recordings)), recordings, strict=True))
-    skeletons = _link(tmp / "skeletons", {n: r.skeleton for n, r in names.items() if r.skeleton}, ".skeleton")
+    links: dict[Path, Path] = {}
+    skeletons = _link(tmp / "skeletons", {n: r.skeleton for n, r in names.items() if r.skeleton}, ".skeleton",
+                      links)
     videos = _link(tmp / "videos", {n: r.video for n, r in names.items() if r.video and config.uses_rgb},
-                   "_rgb.avi")
+                   "_rgb.avi", links)
     options = rgb_extract_options(saved.inputs.get("rgb", {}))
     extract(ExtractConfig(out=store, skeletons=skeletons, videos=videos, dataset=saved.dataset,
                           progress=progress, **options), say=lambda _: None)
@@ -222,7 +233,7 @@ def _predict_prepared(saved, path: Path, config, recordings: list[Recording], st
     results: dict[str, Prediction | Failure] = {}
     for i in sorted(set(range(len(order))) - set(indices.tolist())):
         rec = names[order[i]]
-        results[rec.name] = _failure(group, i, stages, rec.name)
+        results[rec.name] = _failure(group, i, stages, rec, links)
     if len(indices) == 0:
         return results
     info = samples_info(group, store, indices, "", "recordings", config.uses_rgb, {})
@@ -231,6 +242,7 @@ def _predict_prepared(saved, path: Path, config, recordings: list[Recording], st
     data = SplitData(info, config.clip_spec(), runtime.device, config.seed, config.workers)
     logits, positions = predict(net, data, batch_size, runtime, clips)
     seen = first_clip_frames(data, clips) if picture is not None else None
+    caption = f"what {saved.model_name} saw: " + (f"clip 1 of {clips}" if clips > 1 else "its clip")
     for row, position in zip(logits.numpy(), positions.tolist(), strict=True):
         rec = names[order[int(indices[position])]]
         result = Prediction(rec.name, row.astype(np.float32), info.class_names,
@@ -238,7 +250,7 @@ def _predict_prepared(saved, path: Path, config, recordings: list[Recording], st
         if picture is not None:
             out = picture.with_name(f"{picture.stem}_{rec.name}{picture.suffix}") if several else picture
             image = prediction_picture(group, int(indices[position]), seen[position], rec.name, result.top(),
-                                       config.uses_rgb, result.true_class)
+                                       config.uses_rgb, result.true_class, caption)
             write_image(out, image)
             result = dataclasses.replace(result, picture=out)
         results[rec.name] = result

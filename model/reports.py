@@ -57,42 +57,72 @@ def classification_report(logits: Tensor, labels: Tensor, class_names: list[str]
     }
 
 
+def _text_width(text: str, scale: float) -> int:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+
+
 def draw_confusion(conf: np.ndarray, class_names: list[str] | tuple[str, ...], title: str = "",
                    numbers: list[int] | None = None) -> np.ndarray:
     """A BGR image (H, W, 3) uint8 of the row-normalised confusion matrix `conf` (K, K): viridis
-    cells, rows without samples grey, the diagonal outlined; class labels where the cells are large
-    enough to read, else every tenth index. numbers: the 1-based class number of each row (default 1..K)."""
+    cells, rows without samples grey, the diagonal outlined, a colour scale below; every class labelled
+    (number and name, numbers over the columns) where the cells are large enough to read, else every
+    tenth. numbers: the 1-based class number of each row (default 1..K)."""
     k = conf.shape[0]
     numbers = list(range(1, k + 1)) if numbers is None else list(numbers)
     cell = int(np.clip(1000 // max(k, 1), 4, 40))
     labelled = cell >= 12
-    left = 260 if labelled else 40
-    top = 50
-    size = cell * k
-    image = np.full((top + size + 20, left + size + 20, 3), 255, np.uint8)
+    font, scale, small, black = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 0.3, (0, 0, 0)
+    rows_text = [f"{numbers[i]:3d} {name}" for i, name in enumerate(class_names)] if labelled else []
+    left = max([_text_width(t, scale) for t in rows_text] + [_text_width("true class", scale)]) + 14 \
+        if labelled else 40
+    top, size, bottom = 84, cell * k, 56
+    width = max(left + size + 20, _text_width(title, 0.5) + 20, left + 320)
+    image = np.full((top + size + bottom, width, 3), 255, np.uint8)
     rows = conf.sum(axis=1, keepdims=True)
     share = np.divide(conf, rows, out=np.zeros(conf.shape, np.float64), where=rows > 0)
     colours = cv2.applyColorMap((share * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)  # (K, K, 3)
     colours[rows[:, 0] == 0] = 200
     image[top:top + size, left:left + size] = np.repeat(np.repeat(colours, cell, 0), cell, 1)
-    if cell >= 8:
+    if labelled:  # smaller cells would be all outline
         for i in range(k):
             cv2.rectangle(image, (left + i * cell, top + i * cell), (left + (i + 1) * cell - 1,
                           top + (i + 1) * cell - 1), (0, 0, 255), 1)
-    font, scale, black = cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0)
-    cv2.putText(image, title, (10, 20), font, 0.5, black, 1, cv2.LINE_AA)
-    cv2.putText(image, "predicted ->", (left, top - 8), font, scale, black, 1, cv2.LINE_AA)
-    for i, name in enumerate(class_names):
-        if labelled:
-            text = f"{numbers[i]:3d} {name}"[:38]
-            cv2.putText(image, text, (4, top + i * cell + cell // 2 + 4), font, scale, black, 1, cv2.LINE_AA)
-            cv2.putText(image, str(numbers[i]), (left + i * cell + 1, top - 22 - 10 * (i % 2)), font, 0.3,
-                        black, 1, cv2.LINE_AA)
-        elif i % 10 == 0:
-            label = str(numbers[i])
-            cv2.putText(image, label, (4, top + i * cell + cell), font, scale, black, 1, cv2.LINE_AA)
-            cv2.putText(image, label, (left + i * cell, top - 22), font, scale, black, 1, cv2.LINE_AA)
+    cv2.putText(image, title, (10, 22), font, 0.5, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "predicted class ->", (left, 48), font, scale, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "true class" if labelled else "true", (4, top - 8), font, scale, black, 1, cv2.LINE_AA)
+    for i in range(k):
+        if not labelled and i % 10:
+            continue
+        label = str(numbers[i])
+        middle = top + i * cell + cell // 2
+        if labelled:  # numbers over the columns, alternately high and low where they would touch
+            lift = 12 * (i % 2) if _text_width(label, small) > cell - 2 else 0
+            cv2.putText(image, rows_text[i], (4, middle + 4), font, scale, black, 1, cv2.LINE_AA)
+            x = left + i * cell + (cell - _text_width(label, small)) // 2
+            cv2.putText(image, label, (x, top - 6 - lift), font, small, black, 1, cv2.LINE_AA)
+        else:
+            cv2.line(image, (left - 4, middle), (left - 1, middle), black, 1)
+            x = left - 6 - _text_width(label, scale)
+            cv2.putText(image, label, (x, middle + 4), font, scale, black, 1, cv2.LINE_AA)
+            x = left + i * cell + cell // 2
+            cv2.line(image, (x, top - 4), (x, top - 1), black, 1)
+            cv2.putText(image, label, (x - _text_width(label, scale) // 2, top - 8), font, scale, black, 1,
+                        cv2.LINE_AA)
+    _colour_scale(image, left, top + size + 16)
     return image
+
+
+def _colour_scale(image: np.ndarray, x: int, y: int, length: int = 160) -> None:
+    """The viridis scale of the cells at (x, y): 0 to 1 of a true class's samples, and grey's meaning."""
+    ramp = cv2.applyColorMap(np.linspace(0, 255, length).astype(np.uint8)[None, :], cv2.COLORMAP_VIRIDIS)
+    image[y:y + 12, x:x + length] = np.repeat(ramp, 12, 0)
+    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
+    cv2.putText(image, "0", (x - 2, y + 26), font, 0.35, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "1", (x + length - 4, y + 26), font, 0.35, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "share of the row's samples", (x + length + 8, y + 10), font, 0.35, black, 1,
+                cv2.LINE_AA)
+    image[y + 18:y + 30, x + length + 8:x + length + 20] = 200
+    cv2.putText(image, "no sample", (x + length + 24, y + 28), font, 0.35, black, 1, cv2.LINE_AA)
 
 
 def write_report(report: dict, conf: np.ndarray, class_names: list[str] | tuple[str, ...], out_dir: Path,

@@ -7,7 +7,7 @@
 A finished run directory holds config.json, metrics.jsonl (one line per epoch) and metrics.json (the
 final evaluation); an eval or ensemble directory holds metrics.json alone and is listed without curves.
 The figure is drawn with OpenCV (matplotlib is not a dependency): two panels, loss and top-1 against
-the epoch, train dashed and test solid, a legend of the runs.
+the epoch, train dashed with hollow markers and test solid with filled ones, a legend of the runs.
 """
 
 from __future__ import annotations
@@ -61,15 +61,19 @@ def read_run(run: Path) -> RunSummary:
 
 
 def format_table(runs: list[RunSummary]) -> list[str]:
-    lines = [f"{'run':28s} {'model':10s} {'protocol':8s} {'epochs':>6s} {'clips':>5s} {'top1':>7s} "
+    """A header and one line per run: run, model, protocol, epochs, clips, top-1, top-5, its confusion.png."""
+    w = max([len(str(r.run)) for r in runs] + [3])
+    lines = [f"{'run':{w}s} {'model':10s} {'protocol':8s} {'epochs':>6s} {'clips':>5s} {'top1':>7s} "
              f"{'top5':>7s}  confusion"]
     for r in runs:
-        lines.append(f"{str(r.run)[-28:]:28s} {r.model:10s} {r.protocol:8s} {r.epochs:6d} {r.clips:5d} "
+        lines.append(f"{str(r.run):{w}s} {r.model:10s} {r.protocol:8s} {r.epochs:6d} {r.clips:5d} "
                      f"{r.top1:7.4f} {r.top5:7.4f}  {r.run / 'confusion.png'}")
     return lines
 
 
-def _dashed(image: np.ndarray, points: list[tuple[int, int]], colour, dash: bool) -> None:
+def _curve(image: np.ndarray, points: list[tuple[int, int]], colour, dash: bool) -> None:
+    """One run's curve through `points` (pixels): dashed with hollow markers (train) or solid with filled
+    ones (test)."""
     for a, b in zip(points[:-1], points[1:], strict=True):
         if not dash:
             cv2.line(image, a, b, colour, 2, cv2.LINE_AA)
@@ -80,29 +84,47 @@ def _dashed(image: np.ndarray, points: list[tuple[int, int]], colour, dash: bool
             p0 = (int(a[0] + t0 * (b[0] - a[0])), int(a[1] + t0 * (b[1] - a[1])))
             p1 = (int(a[0] + t1 * (b[0] - a[0])), int(a[1] + t1 * (b[1] - a[1])))
             cv2.line(image, p0, p1, colour, 2, cv2.LINE_AA)
-    for p in points if len(points) == 1 else []:
-        cv2.circle(image, p, 4, colour, -1, cv2.LINE_AA)
+    for p in points:  # a marker at each epoch: a one-epoch run is a point, train hollow, test filled
+        cv2.circle(image, p, 4, colour, 1 if dash else -1, cv2.LINE_AA)
+
+
+def _drawn(line: dict, key: str) -> bool:
+    """Whether a metrics.jsonl line has a finite `key` (a NaN loss is not drawn)."""
+    return isinstance(line.get(key), (int, float)) and bool(np.isfinite(line[key]))
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    """About five round values (steps of 1, 2 or 5 times a power of ten) from below lo to above hi."""
+    raw = (hi - lo) / 5
+    power = 10 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first, last = np.floor(lo / step + 1e-9), np.ceil(hi / step - 1e-9)
+    return [float(k * step) for k in np.arange(first, last + 1)]
 
 
 def _panel(runs: list[RunSummary], keys: tuple[str, str], title: str, fixed: tuple[float, float] | None):
     image = np.full((PANEL_H, PANEL_W, 3), 255, np.uint8)
-    values = [line[k] for r in runs for line in r.history for k in keys if k in line]
+    values = [line[k] for r in runs for line in r.history for k in keys if _drawn(line, k)]
     epochs = [line["epoch"] for r in runs for line in r.history] or [1]
     lo, hi = fixed or (min(values, default=0.0), max(values, default=1.0))
     hi = hi if hi > lo else lo + 1
-    e_lo, e_hi = min(epochs), max(max(epochs), min(epochs) + 1)
+    margin = 0.0 if fixed else 0.03 * (hi - lo)  # no marker on the frame
+    ticks = _ticks(lo - margin, hi + margin)
+    lo, hi = ticks[0], ticks[-1]
+    decimals = max(0, int(np.ceil(-np.log10(ticks[1] - ticks[0]) - 1e-9)))
+    e_lo, e_hi = min(epochs), max(epochs)
+    pad = 0.5 if e_hi == e_lo else 0.03 * (e_hi - e_lo)  # one epoch in the middle; no marker on the frame
     x0, y0, x1, y1 = MARGIN, 30, PANEL_W - 20, PANEL_H - MARGIN
 
     def at(epoch: float, value: float) -> tuple[int, int]:
-        return (int(x0 + (epoch - e_lo) / (e_hi - e_lo) * (x1 - x0)),
+        return (int(x0 + (epoch - e_lo + pad) / (e_hi - e_lo + 2 * pad) * (x1 - x0)),
                 int(y1 - (value - lo) / (hi - lo) * (y1 - y0)))
 
     font, black, grey = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0), (225, 225, 225)
-    for k in range(6):
-        v = lo + (hi - lo) * k / 5
+    for v in ticks:
         y = at(e_lo, v)[1]
         cv2.line(image, (x0, y), (x1, y), grey, 1)
-        cv2.putText(image, f"{v:.3g}", (4, y + 4), font, 0.4, black, 1, cv2.LINE_AA)
+        cv2.putText(image, f"{v:.{decimals}f}", (4, y + 4), font, 0.4, black, 1, cv2.LINE_AA)
     for e in sorted(set(np.linspace(e_lo, e_hi, min(e_hi - e_lo + 1, 6)).round().astype(int).tolist())):
         x = at(e, lo)[0]
         cv2.line(image, (x, y1), (x, y1 + 4), black, 1)
@@ -110,16 +132,18 @@ def _panel(runs: list[RunSummary], keys: tuple[str, str], title: str, fixed: tup
     cv2.rectangle(image, (x0, y0), (x1, y1), black, 1)
     cv2.putText(image, title, (x0, 20), font, 0.5, black, 1, cv2.LINE_AA)
     cv2.putText(image, "epoch", ((x0 + x1) // 2 - 20, PANEL_H - 12), font, 0.45, black, 1, cv2.LINE_AA)
-    for i, r in enumerate(runs):
+    for i in sorted(range(len(runs)), key=lambda i: -len(runs[i].history)):  # shorter runs drawn on top
+        r = runs[i]
         for key, dash in zip(keys, (True, False), strict=True):
-            points = [at(line["epoch"], line[key]) for line in r.history if key in line]
+            points = [at(line["epoch"], line[key]) for line in r.history if _drawn(line, key)]
             if points:
-                _dashed(image, points, COLOURS[i % len(COLOURS)], dash)
+                _curve(image, points, COLOURS[i % len(COLOURS)], dash)
     return image
 
 
 def plot_curves(runs: list[RunSummary], path: Path) -> None:
-    """One PNG: loss and top-1 panels, each run a colour, train dashed and test solid, a legend."""
+    """One PNG: loss and top-1 panels, each run a colour, train dashed and test solid, a legend. Eval
+    and ensemble directories (no metrics.jsonl) are left out; TrainingError when no run is left."""
     drawn = [r for r in runs if r.history]
     if not drawn:
         raise TrainingError("no run with a metrics.jsonl to draw (eval and ensemble directories have none)")
@@ -127,7 +151,8 @@ def plot_curves(runs: list[RunSummary], path: Path) -> None:
                                None), _panel(drawn, ("train_top1", "test_top1"), "top-1", (0.0, 1.0))])
     legend = np.full((24 * (len(drawn) + 1) + 10, panels.shape[1], 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(legend, "dashed: train, solid: test", (MARGIN, 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(legend, "train: dashed, hollow markers; test: solid, filled markers", (MARGIN, 20), font,
+                0.45, (0, 0, 0), 1, cv2.LINE_AA)
     for i, r in enumerate(drawn):
         y = 24 * (i + 2)
         colour = COLOURS[i % len(COLOURS)]

@@ -59,6 +59,9 @@ def read_scores(path: str | Path) -> Scores:
         path = path / SCORES_FILE
     if not path.is_file():
         raise ScoresError(f"{path}: no such scores file (every evaluation writes one: fit, eval, ensemble)")
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and say so
+        raise ScoresError(f"{path}: not a scores file (not an .npz archive; give a run or eval directory, "
+                          "or its scores.npz)")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in KEYS if key not in data.files]

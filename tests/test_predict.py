@@ -30,35 +30,52 @@ FIT = ["--protocol", "xsub", "--epochs", "1", "--batch-size", "4", "--frames", "
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: why one thread
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_for_the_module():
+    """One torch thread for the module's runs too: conftest's `one_thread` is set per test, after the
+    module's fixtures were made (on two threads, they took three times as long on the shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def invoke(*args: str):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    """16 synthetic recordings of 2 classes, and their store (16 frames of 64 x 64, xsub split)."""
+def corpus(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """16 synthetic recordings of 2 classes, and their stores (xsub split) of 64 x 64 frames: "16" frames
+    a sample (a 16-frame model takes them whole: its clips are views) and "all" (temporal clips)."""
     root = tmp_path_factory.mktemp("predict")
     write_corpus(root / "raw", 16, 2, seed=3, videos=True)
-    store = root / "store.zarr"
-    extract(ExtractConfig(skeletons=root / "raw", videos=root / "raw", out=store, dataset="ntu60",
-                          rgb_frames=16, rgb_size=64, progress=False))
-    make_split(open_store(store, mode="r+"), "xsub")
-    return root / "raw", store
+    stores = {}
+    for frames in (16, None):
+        store = stores[str(frames or "all")] = root / f"store{frames or 'all'}.zarr"
+        extract(ExtractConfig(skeletons=root / "raw", videos=root / "raw", out=store, dataset="ntu60",
+                              rgb_frames=frames, rgb_size=64, progress=False))
+        make_split(open_store(store, mode="r+"), "xsub")
+    return root / "raw", stores
+
+
+RUNS = {"hcn": ("hcn", "16"), "ccdfarm": ("ccdfarm", "16"), "ccdfarm of all frames": ("ccdfarm", "all")}
 
 
 @pytest.fixture(scope="module")
 def runs(corpus, tmp_path_factory) -> dict[str, Path]:
-    """A one-epoch hcn and ccdfarm run on the store, each evaluated with 2 clips into <run>/eval."""
-    _, store = corpus
+    """One-epoch runs (RUNS: model and store), each evaluated with 2 clips into <run>/eval."""
+    _, stores = corpus
     root = tmp_path_factory.mktemp("predict_runs")
-    for name in ("hcn", "ccdfarm"):
-        result = invoke("fit", "--store", store, "--model", name, "--out", root / name, *FIT)
+    out = {}
+    for key, (model_name, store) in RUNS.items():
+        out[key] = run = root / key.replace(" ", "_")
+        result = invoke("fit", "--store", stores[store], "--model", model_name, "--out", run, *FIT)
         assert result.exit_code == 0, result.output
-        result = invoke("eval", "--checkpoint", root / name / "best.pt", "--store", store, "--protocol",
-                        "xsub", "--clips", "2", "--out", root / name / "eval", "--device", "cpu",
-                        "--workers", "0")
+        result = invoke("eval", "--checkpoint", run / "best.pt", "--store", stores[store], "--protocol",
+                        "xsub", "--clips", "2", "--out", run / "eval", "--device", "cpu", "--workers", "0")
         assert result.exit_code == 0, result.output
-    return {name: root / name for name in ("hcn", "ccdfarm")}
+    return out
 
 
 def own_recordings(raw: Path, names: list[str], folder: Path) -> dict[str, str]:
@@ -72,12 +89,12 @@ def own_recordings(raw: Path, names: list[str], folder: Path) -> dict[str, str]:
     return own
 
 
-@pytest.mark.parametrize("model_name", ["hcn", "ccdfarm"])
+@pytest.mark.parametrize("model_name", list(RUNS))
 def test_predict_gives_the_logits_of_eval(corpus, runs, tmp_path, model_name):
     """Renamed copies of the test samples, predicted with 2 clips, get the logits that `eval --clips 2`
     saved for them (catches a preparation, a clip rule or a normalisation that differs from the store's:
-    the ccdfarm case includes the JPEG round trip and the spatial views), and no true class (their names
-    are not NTU's)."""
+    the ccdfarm cases include the JPEG round trip, the spatial views of a 16-frame store and the temporal
+    clips of an all-frames one), and no true class (their names are not NTU's)."""
     raw, _ = corpus
     saved = read_scores(runs[model_name] / "eval" / "scores.npz")
     own = own_recordings(raw, list(saved.names[:5]), tmp_path / "mine")
@@ -142,4 +159,6 @@ def test_a_recording_without_the_files_the_model_needs_is_one_line(corpus, runs,
     damaged = invoke("predict", "--checkpoint", runs["hcn"] / "best.pt", "--skeleton", bad, "--device", "cpu")
     assert damaged.exit_code == 1
     first = damaged.stderr.splitlines()[0]
-    assert first.startswith("not predicted: bad: skeleton failed: ") and "Traceback" not in damaged.output
+    assert first.startswith(f"not predicted: bad: skeleton failed: {bad}:")
+    assert "Traceback" not in damaged.output
+    assert "ntu-predict-" not in damaged.output  # the user's file is named, not the link the stages read
