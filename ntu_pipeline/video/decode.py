@@ -90,13 +90,11 @@ class Clip:
 def _open(path: Path):
     """The container and its first video stream, set up for single-threaded decoding."""
     try:
-        if path.stat().st_size == 0:
-            raise VideoDecodeError(path, None, "empty file (0 bytes)")
-        container = av.open(str(path))
-    except VideoDecodeError:
-        raise
+        container = av.open(str(path)) if path.stat().st_size else None
     except (av.error.FFmpegError, OSError) as e:
         raise VideoDecodeError(path, None, f"cannot be opened as a video: {e}") from e
+    if container is None:
+        raise VideoDecodeError(path, None, "empty file (0 bytes)")
     if not container.streams.video:
         kinds = [s.type for s in container.streams] or ["none"]
         container.close()
@@ -198,6 +196,42 @@ class _Pass:
     error: str
 
 
+class _Outputs:
+    """The frames out of the decoder, in order: each one placed, the wanted ones cropped (see 2.) into
+    `stack` (T, S, S, 3) at `first` (frame -> its first slot). rows: a row per frame out: decode number
+    (-1: untagged), display number, the packet being fed when it came out (P: the final flush, P + 1:
+    drained after feeding stopped), corrupt, keyframe, and in a reordering stream the decode number of
+    the last keyframe out (else None)."""
+
+    def __init__(self, cc, numbers: np.ndarray, first: dict[int, int], box, stack: np.ndarray):
+        self.cc, self.numbers, self.first, self.box, self.stack = cc, numbers, first, box, stack
+        self.rows: list[tuple[int, int, int, bool, bool, int | None]] = []
+        self.writer: dict[int, int] = {}  # display number -> the row whose crop is in its slot
+        self.reorder, self.offset, self.last_key = False, 0, -1  # B-frames: number = rank + offset
+
+    def next_number(self) -> int:  # the display number of the next frame out
+        return len(self.rows) + self.offset if self.reorder else self.rows[-1][1] + 1 if self.rows else 0
+
+    def take(self, frames, fed_at: int, after_skip: bool) -> None:
+        """Place the frames out while packet `fed_at` was fed (_SkipMismatch: a non-key after a skip)."""
+        rows, cc, n_packets = self.rows, self.cc, len(self.numbers)
+        for frame in frames:
+            if after_skip and not frame.key_frame:
+                raise _SkipMismatch
+            d = int(self.numbers[frame.pts]) if frame.pts is not None and 0 <= frame.pts < n_packets else -1
+            if not self.reorder and (cc.has_b_frames or frame.pict_type == _PICT_B
+                                     or rows and d < rows[-1][0]):
+                self.reorder, self.offset = True, rows[-1][1] + 1 - len(rows) if rows else 0
+            if self.reorder and frame.key_frame and d >= 0:
+                self.last_key, self.offset = d, d - sum(1 for row in rows if 0 <= row[0] < d)
+            n = len(rows) + self.offset if self.reorder else d
+            if n in self.first and n not in self.writer:
+                crop_frame(frame, self.box, self.stack.shape[1], self.stack[self.first[n]])
+                self.writer[n] = len(rows)
+            rows.append((d, n, fed_at, frame.is_corrupt, frame.key_frame,
+                         self.last_key if self.reorder else None))
+
+
 def _decode_pass(stream, st: _Stream, index: np.ndarray, box, size: int, skip_gops: bool) -> _Pass:
     """Decode the packets in order, cropping the frames of `index` as they come out (see 2. and 3.);
     _SkipMismatch where a GOP skip met a stream that is not one packet = one frame."""
@@ -208,34 +242,11 @@ def _decode_pass(stream, st: _Stream, index: np.ndarray, box, size: int, skip_go
     last, n_packets, numbers = max(first), len(st.packets), st.numbers
     at = {int(n): k for k, n in enumerate(numbers)}
     needed = _gop_needed(st.packets, [at[j] for j in sorted(first) if j in at]) if skip_gops else None
-    # A row per frame out: decode number (-1: untagged), display number, the packet being fed when it
-    # came out (n_packets: the final flush, + 1: drained after feeding stopped), corrupt, keyframe,
-    # and in a reordering stream the decode number of the last keyframe out (else None).
-    outs: list[tuple[int, int, int, bool, bool, int | None]] = []
-    writer: dict[int, int] = {}  # display number -> the row whose crop is in its slot
+    out = _Outputs(cc, numbers, first, box, stack)
     fed = np.zeros(n_packets, bool)
-    error, reorder, offset, last_key = "", False, 0, -1
-    skipped_since_decode, one_to_one = False, True  # one_to_one: each packet gave one frame at once
-
-    def take(frames, fed_at: int) -> None:
-        nonlocal reorder, offset, last_key
-        for frame in frames:
-            if skipped_since_decode and not frame.key_frame:
-                raise _SkipMismatch
-            d = int(numbers[frame.pts]) if frame.pts is not None and 0 <= frame.pts < n_packets else -1
-            if not reorder and (cc.has_b_frames or frame.pict_type == _PICT_B or outs and d < outs[-1][0]):
-                reorder, offset = True, outs[-1][1] + 1 - len(outs) if outs else 0
-            if reorder and frame.key_frame and d >= 0:
-                last_key, offset = d, d - sum(1 for row in outs if 0 <= row[0] < d)
-            n = len(outs) + offset if reorder else d
-            if n in first and n not in writer:
-                crop_frame(frame, box, size, stack[first[n]])
-                writer[n] = len(outs)
-            outs.append((d, n, fed_at, frame.is_corrupt, frame.key_frame, last_key if reorder else None))
-
-    fed_all = True
+    error, fed_all, skipped_since_decode, one_to_one = "", True, False, True  # one_to_one: 1 frame/packet
     for k, packet in enumerate(st.packets):
-        if (len(outs) + offset if reorder else outs[-1][1] + 1 if outs else 0) > last:  # next frame out
+        if out.next_number() > last:  # every frame needed is out
             fed_all = False
             break
         if needed is not None and one_to_one and k > 0 and not needed[k]:
@@ -250,18 +261,18 @@ def _decode_pass(stream, st: _Stream, index: np.ndarray, box, size: int, skip_go
         one_to_one = one_to_one and len(frames) == 1 and frames[0].pict_type != _PICT_B
         if skipped_since_decode and not one_to_one:
             raise _SkipMismatch
-        take(frames, k)
+        out.take(frames, k, skipped_since_decode)
         skipped_since_decode = False
     try:
-        take(cc.decode(None), n_packets if fed_all else n_packets + 1)
+        out.take(cc.decode(None), n_packets if fed_all else n_packets + 1, skipped_since_decode)
     except av.error.FFmpegError as e:
         error = error or f"decoder error while flushing ({cc.name}): {e}"
-    good, damaged, end = _judge(st, fed, outs)
-    cropped = frozenset(n for n, i in writer.items() if i in good)
+    good, damaged, end = _judge(st, fed, out.rows)
+    cropped = frozenset(n for n, i in out.writer.items() if i in good)
     for t, j in enumerate(index):
         if first[int(j)] != t and int(j) in cropped:  # a repeated frame of a short video
             stack[t] = stack[first[int(j)]]
-    good_frames = np.array(sorted({outs[i][1] for i in good}), np.int64)
+    good_frames = np.array(sorted({out.rows[i][1] for i in good}), np.int64)
     return _Pass(stack, index, good_frames, cropped, end, fed_all, damaged, error)
 
 
@@ -382,13 +393,6 @@ def decode_clip(
         notes.append(f"only {count} frames: repeated to fill {frames}")
     if frames is None and count > MAX_FRAMES:
         notes.append(f"{count} frames: kept the first {MAX_FRAMES}")
-    return Clip(
-        frames=stack,
-        frame_index=index.astype(np.int32),
-        num_source_frames=count,
-        header_frames=header,
-        box=np.array(video_box, np.float32),
-        video_size=video_size,
-        note="; ".join(notes),
-        replaced=replaced,
-    )
+    return Clip(frames=stack, frame_index=index.astype(np.int32), num_source_frames=count,
+                header_frames=header, box=np.array(video_box, np.float32), video_size=video_size,
+                note="; ".join(notes), replaced=replaced)
