@@ -33,9 +33,9 @@ from model.checkpoint import check_checkpoint_fits, load_checkpoint
 from model.data import SplitData, samples_info
 from model.evaluate import evaluation_config, predict, trained_network
 from model.prediction_picture import prediction_picture
-from model.reports import write_image
 from model.transforms import TEST_WINDOW, clip_uniforms, segment_positions, window_positions
 from ntu_pipeline.errors import ConfigError
+from ntu_pipeline.images import write_image
 from ntu_pipeline.manifests import all_samples, missing_samples
 from ntu_pipeline.sample_id import NAME_PATTERN
 from ntu_pipeline.stages.runner import ExtractConfig, extract

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.scores import Scores, write_scores
-from ntu_pipeline.atomic import atomic_write_bytes, atomic_write_text
-from ntu_pipeline.errors import ConfigError
+from ntu_pipeline.atomic import atomic_write_text
+from ntu_pipeline.images import write_image
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
@@ -138,19 +138,6 @@ def write_report(report: dict, conf: np.ndarray, class_names: list[str] | tuple[
         conf, names, numbers = conf[np.ix_(shown, shown)], [names[i] for i in shown], (shown + 1).tolist()
     write_image(png, draw_confusion(conf, names, title, numbers))
     return metrics, png
-
-
-def write_image(path: Path, image: np.ndarray) -> None:
-    """A BGR image written whole (atomically) in the format of path's suffix (.png, .jpg, ...)."""
-    path = Path(path)
-    try:
-        ok, encoded = cv2.imencode(path.suffix or ".png", image)
-    except cv2.error:
-        ok = False
-    if not ok:
-        raise ConfigError(f"{path}: OpenCV cannot write images of type {path.suffix or '(none)'!r}; "
-                          "name it .png or .jpg")
-    atomic_write_bytes(path, encoded.tobytes())
 
 
 def write_evaluation(out_dir: Path, report: dict, scores: Scores, title: str = "") -> None:

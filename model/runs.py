@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ntu_pipeline.atomic import atomic_write_bytes
 from ntu_pipeline.errors import TrainingError
+from ntu_pipeline.images import write_image
 
 # BGR, distinguishable and readable on white (Tableau's first colours)
 COLOURS = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
@@ -159,7 +159,4 @@ def plot_curves(runs: list[RunSummary], path: Path) -> None:
         cv2.line(legend, (MARGIN, y - 5), (MARGIN + 30, y - 5), colour, 3)
         cv2.putText(legend, f"{r.run} ({r.model}, test top-1 {r.top1:.3f})", (MARGIN + 40, y), font, 0.45,
                     (0, 0, 0), 1, cv2.LINE_AA)
-    ok, encoded = cv2.imencode(".png", np.vstack([panels, legend]))
-    if not ok:
-        raise TrainingError(f"{path}: OpenCV could not encode the figure")
-    atomic_write_bytes(Path(path), encoded.tobytes())
+    write_image(Path(path), np.vstack([panels, legend]))

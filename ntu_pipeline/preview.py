@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 
 from .errors import NTUPrepError
+from .images import write_image
 from .sheet import ACTOR_COLOURS, BONES
 from .store.schema import read_strings, require_complete
 from .store.status import Status
@@ -103,5 +104,5 @@ def preview_image(group: zarr.Group, name: str, columns: int = 8) -> np.ndarray:
 
 
 def write_preview(group: zarr.Group, name: str, out: Path, columns: int = 8) -> None:
-    if not cv2.imwrite(str(out), preview_image(group, name, columns)):
-        raise NTUPrepError(f"{out}: could not write the image")
+    """Write the preview of sample `name` whole, as an image of out's suffix (`images.write_image`)."""
+    write_image(out, preview_image(group, name, columns))

@@ -16,6 +16,7 @@ import numpy as np
 import zarr
 
 from .errors import NTUPrepError
+from .images import write_image
 from .store.schema import read_sample, require_complete
 from .store.status import Status
 
@@ -74,7 +75,8 @@ def contact_sheet(group: zarr.Group, indices: list[int], columns: int = 8) -> np
 
 
 def write_contact_sheet(group: zarr.Group, out: Path, num_samples: int = 48, columns: int = 8) -> list[int]:
-    """Write a PNG of up to num_samples samples spread evenly over the store; returns their indices."""
+    """Write the sheet of up to num_samples samples spread evenly over the store, whole, as an image of
+    out's suffix (`images.write_image`: PNG, JPEG); returns their indices."""
     if "skeleton" not in dict(group.attrs.get("stages", {})):
         raise NTUPrepError(f"{group.store.root}: this store has no skeletons: extract with --skeletons first")
     require_complete(group, ("skeleton",))
@@ -82,7 +84,5 @@ def write_contact_sheet(group: zarr.Group, out: Path, num_samples: int = 48, col
         raise NTUPrepError(f"--samples and --columns must be >= 1, got {num_samples} and {columns}")
     n = group["samples/name"].shape[0]
     indices = sorted(set(np.linspace(0, n - 1, min(num_samples, n)).round().astype(int).tolist()))
-    image = contact_sheet(group, indices, columns)
-    if not cv2.imwrite(str(out), image):
-        raise NTUPrepError(f"{out}: could not write the image (a missing folder, or not a .png name?)")
+    write_image(out, contact_sheet(group, indices, columns))
     return indices

@@ -90,3 +90,51 @@ def test_sheet_draws_each_sample(prepared, tmp_path):
         bluish = (tile[..., 0].astype(int) - tile[..., 2].astype(int)) > 60
         assert bluish.sum() > 50, blue
 
+
+
+@pytest.fixture(scope="module")
+def rgb_store(tmp_path_factory) -> Path:
+    """Two synthetic samples with skeletons and videos: 4 frames of 32 pixels each."""
+    from ntu_pipeline.stages.runner import ExtractConfig, extract
+    from ntu_pipeline.synth.corpus import write_corpus
+
+    root = tmp_path_factory.mktemp("cli_rgb")
+    write_corpus(root / "raw", 2, 1, seed=3, videos=True)
+    extract(ExtractConfig(skeletons=root / "raw", videos=root / "raw", out=root / "s.zarr", dataset="ntu60",
+                          rgb_frames=4, rgb_size=32, progress=False), say=lambda _: None)
+    return root / "s.zarr"
+
+
+def _image_command(kind: str, store: Path, out: Path) -> list[str]:
+    return ["sheet", str(store), str(out)] if kind == "sheet" else ["preview", str(store), "-o", str(out)]
+
+
+@pytest.mark.parametrize("kind", ["sheet", "preview"])
+def test_sheet_and_preview_write_whole_images(kind, rgb_store, tmp_path, monkeypatch):
+    """An image is written whole or not at all: an unknown suffix is one line (exit 2) and writes nothing;
+    a write interrupted before its rename keeps the old image and leaves no partial file; a finished one
+    leaves the image alone in its folder (catches a direct cv2.imwrite, which writes in place)."""
+    odd = tmp_path / "out.xyz"
+    result = CliRunner().invoke(main, _image_command(kind, rgb_store, odd))
+    assert result.exit_code == 2, result.output
+    assert result.output == f"Error: {odd}: OpenCV cannot write images of type '.xyz'; name it .png or .jpg\n"
+    assert list(tmp_path.iterdir()) == []
+
+    out = tmp_path / "out.png"
+    out.write_bytes(b"the old image")
+    import ntu_pipeline.atomic
+
+    def killed(*_):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ntu_pipeline.atomic.os, "replace", killed)
+        result = CliRunner().invoke(main, _image_command(kind, rgb_store, out))
+    assert result.exit_code == 130, result.output
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"the old image"
+
+    result = CliRunner().invoke(main, _image_command(kind, rgb_store, out))
+    assert result.exit_code == 0, result.output
+    assert list(tmp_path.iterdir()) == [out]
+    image = cv2.imread(str(out))
+    assert image is not None and image.ndim == 3 and image.std() > 0
