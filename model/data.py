@@ -68,7 +68,8 @@ from model.transforms import (
     window_ratio,
 )
 from ntu_pipeline.errors import ConfigError, StoreFormatError
-from ntu_pipeline.store import open_store, require_complete, split_indices
+from ntu_pipeline.store import open_store, split_indices
+from ntu_pipeline.store.schema import require_stages
 from ntu_pipeline.store.splits import check_protocol, describe_left_out, usable_samples
 
 # Columns of `epoch_randoms`: uniforms in [0, 1) per sample and epoch.
@@ -142,14 +143,7 @@ def read_split(store: str | Path, protocol: str, part: str, need_rgb: bool = Fal
     group = open_store(store)
     check_protocol(group, protocol)
     stages = (("skeleton",) if need_skeleton else ()) + (("rgb",) if need_rgb else ())
-    recorded = dict(group.attrs.get("stages", {}))
-    if need_skeleton and "skeleton" not in recorded:
-        raise StoreFormatError(f"{store} has no skeletons; prepare them with: "
-                               f"ntu-prep extract --skeletons DIR [--videos DIR] --out {store}")
-    if need_rgb and "rgb" not in recorded:
-        raise StoreFormatError(f"{store} has no RGB frames; prepare them with: "
-                               f"ntu-prep extract --skeletons DIR --videos DIR --out {store}")
-    require_complete(group, stages)
+    require_stages(group, stages)
     if protocol not in group["splits"]:
         raise StoreFormatError(f"{store} has no split {protocol!r}; make it with: "
                                f"ntu-prep split --protocol {protocol} {store}")

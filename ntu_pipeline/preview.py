@@ -19,7 +19,7 @@ import zarr
 from .errors import NTUPrepError
 from .images import write_image
 from .sheet import ACTOR_COLOURS, BONES
-from .store.schema import read_strings, require_complete
+from .store.schema import has_stage, read_strings, require_stages
 from .store.status import Status
 from .video.crop import project_to_crop
 
@@ -39,25 +39,15 @@ def skeleton_at_frames(group: zarr.Group, index: int, frames: np.ndarray) -> np.
     return out
 
 
-def _has_skeletons(group: zarr.Group) -> bool:
-    return "skeleton" in dict(group.attrs.get("stages", {}))
-
-
-def _require_rgb(group: zarr.Group) -> None:
-    if "rgb" not in dict(group.attrs.get("stages", {})):
-        raise NTUPrepError(f"{group.store.root}: this store has no RGB frames: extract with --videos first")
-    require_complete(group, ("skeleton", "rgb"))
-
-
 def first_complete_sample(group: zarr.Group) -> str:
     """The name of the first sample whose RGB is ok, and its skeleton too where the store has skeletons."""
-    _require_rgb(group)
+    require_stages(group, ("rgb",), optional=("skeleton",))
     ok = group["rgb/status"][:] == Status.OK
-    if _has_skeletons(group):
+    if has_stage(group, "skeleton"):
         ok &= group["samples/status"][:] == Status.OK
     if not ok.any():
-        raise NTUPrepError("no sample has both its skeleton and its RGB ok" if _has_skeletons(group) else
-                           "no sample has its RGB ok")
+        raise NTUPrepError("no sample has both its skeleton and its RGB ok" if has_stage(group, "skeleton")
+                           else "no sample has its RGB ok")
     return str(group["samples/name"][int(ok.argmax())])
 
 
@@ -81,7 +71,7 @@ def draw_frame(frame: np.ndarray, joints_xy: np.ndarray, caption: str) -> np.nda
 
 def preview_image(group: zarr.Group, name: str, columns: int = 8) -> np.ndarray:
     """The preview of sample `name` as a BGR image (the skeleton drawn where the store has one)."""
-    _require_rgb(group)
+    require_stages(group, ("rgb",), optional=("skeleton",))
     names = read_strings(group["samples/name"])
     if name not in names:
         raise NTUPrepError(f"{name}: no such sample in this store")
@@ -94,7 +84,7 @@ def preview_image(group: zarr.Group, name: str, columns: int = 8) -> np.ndarray:
     kept = np.flatnonzero(frame_index >= 0)
     frames = group["rgb/frames"][index]
     size = frames.shape[1]
-    color = skeleton_at_frames(group, index, frame_index[kept]) if _has_skeletons(group) else \
+    color = skeleton_at_frames(group, index, frame_index[kept]) if has_stage(group, "skeleton") else \
         np.zeros((len(kept), 2, 25, 2), np.float32)
     xy = project_to_crop(color, group["rgb/crop_box"][index], tuple(group["rgb/video_size"][index]), size)
     tiles = [draw_frame(frames[k], xy[i], f"frame {frame_index[k]}") for i, k in enumerate(kept)]

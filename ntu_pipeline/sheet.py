@@ -17,7 +17,7 @@ import zarr
 
 from .errors import NTUPrepError
 from .images import write_image
-from .store.schema import read_sample, require_complete
+from .store.schema import read_sample, require_stages
 from .store.status import Status
 
 # NTU's 24 bones, 0-based joint pairs (the Kinect v2 skeleton).
@@ -77,9 +77,7 @@ def contact_sheet(group: zarr.Group, indices: list[int], columns: int = 8) -> np
 def write_contact_sheet(group: zarr.Group, out: Path, num_samples: int = 48, columns: int = 8) -> list[int]:
     """Write the sheet of up to num_samples samples spread evenly over the store, whole, as an image of
     out's suffix (`images.write_image`: PNG, JPEG); returns their indices."""
-    if "skeleton" not in dict(group.attrs.get("stages", {})):
-        raise NTUPrepError(f"{group.store.root}: this store has no skeletons: extract with --skeletons first")
-    require_complete(group, ("skeleton",))
+    require_stages(group, ("skeleton",))
     if num_samples < 1 or columns < 1:
         raise NTUPrepError(f"--samples and --columns must be >= 1, got {num_samples} and {columns}")
     n = group["samples/name"].shape[0]

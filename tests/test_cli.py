@@ -138,3 +138,25 @@ def test_sheet_and_preview_write_whole_images(kind, rgb_store, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == [out]
     image = cv2.imread(str(out))
     assert image is not None and image.ndim == 3 and image.std() > 0
+
+
+def test_a_missing_stage_is_one_line_naming_the_command_that_adds_it(prepared, rgb_store, tmp_path):
+    """sheet, export and preview refuse a store without the stage they read (one definition:
+    `require_stages`), naming the store and the extract input that adds the stage."""
+    from ntu_pipeline.stages.runner import ExtractConfig, extract
+
+    result = CliRunner().invoke(main, ["preview", str(prepared), "-o", str(tmp_path / "p.png")])
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: {prepared}: the store has no RGB frames; prepare them with: "
+                             f"ntu-prep extract --videos DIR --out {prepared}\n")
+    videos_only = tmp_path / "v.zarr"
+    extract(ExtractConfig(videos=rgb_store.parent / "raw", out=videos_only, dataset="ntu60", rgb_frames=4,
+                          rgb_size=32, progress=False), say=lambda _: None)
+    fix = (f"Error: {videos_only}: the store has no skeletons; prepare them with: "
+           f"ntu-prep extract --skeletons DIR --out {videos_only}\n")
+    for args in (["sheet", str(videos_only), str(tmp_path / "s.png")],
+                 ["export", str(videos_only), "--format", "pyskl", "-o", str(tmp_path / "e.pkl")]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert result.output == fix
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.zarr"]

@@ -130,12 +130,6 @@ def open_for_export(path: Path) -> zarr.Group:
     return group
 
 
-def require_skeletons(group: zarr.Group, path: Path) -> None:
-    if "skeleton" not in dict(group.attrs.get("stages", {})):
-        raise NTUPrepError(f"{path}: the store has no skeletons; prepare them with: ntu-prep extract "
-                           f"--skeletons DIR --out {path}")
-
-
 def dataset_protocols(dataset: str) -> tuple[str, ...]:
     return tuple(name for name, p in protocols().items() if p.dataset == dataset)
 

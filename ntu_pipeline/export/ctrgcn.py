@@ -47,6 +47,7 @@ from ..errors import NTUPrepError
 from ..manifests import NUM_CLASSES, get_protocol
 from ..progress import ProgressBar
 from ..skeleton.normalize import SPINE_MID
+from ..store.schema import require_stages
 from .common import (
     ExportConfig,
     ExportSplit,
@@ -57,7 +58,6 @@ from .common import (
     export_record,
     open_for_export,
     read_blocks,
-    require_skeletons,
     resolve_splits,
 )
 
@@ -129,7 +129,7 @@ def write_ctrgcn(config: ExportConfig) -> ExportSummary:
     """Write one CTR-GCN npz per protocol into the folder `config.out`; see the module docstring."""
     started = time.monotonic()
     group = open_for_export(config.store)
-    require_skeletons(group, config.store)
+    require_stages(group, ("skeleton",))
     if config.out.exists() and not config.out.is_dir():
         raise NTUPrepError(f"{config.out}: is a file; --format ctrgcn writes a folder of .npz files")
     splits = resolve_splits(group, config.protocols)

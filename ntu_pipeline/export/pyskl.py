@@ -45,6 +45,7 @@ import numpy as np
 from ..errors import NTUPrepError
 from ..progress import ProgressBar
 from ..skeleton.normalize import SPINE_MID
+from ..store.schema import require_stages
 from .common import (
     ExportConfig,
     ExportSummary,
@@ -53,7 +54,6 @@ from .common import (
     export_record,
     open_for_export,
     read_blocks,
-    require_skeletons,
     resolve_splits,
 )
 
@@ -101,7 +101,7 @@ def write_pyskl(config: ExportConfig) -> ExportSummary:
     """Write the PYSKL pickle of `config.store` to `config.out`; see the module docstring."""
     started = time.monotonic()
     group = open_for_export(config.store)
-    require_skeletons(group, config.store)
+    require_stages(group, ("skeleton",))
     splits = resolve_splits(group, config.protocols)
     table = SampleTable.read(group)
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import zarr
 
-from ..store.schema import MAX_FRAMES, ArraySpec, status_column
+from ..store.schema import MAX_FRAMES, ArraySpec, has_stage, status_column
 from ..store.status import Status
 from ..video.crop import person_crop_box
 from ..video.decode import decode_clip
@@ -50,7 +50,7 @@ def rgb_arrays(options: RgbOptions) -> tuple[ArraySpec, ...]:
 def skeleton_box(group: zarr.Group, index: int) -> tuple[np.ndarray | None, str]:
     """The person box of sample `index` from its stored skeleton, in colour-camera pixels, or None and
     why (decode_clip then crops the fallback box and says so)."""
-    if "skeleton" not in dict(group.attrs.get("stages", {})):
+    if not has_stage(group, "skeleton"):
         return None, "no skeleton input"
     status = Status(int(group["samples/status"][index]))
     if status not in (Status.OK, Status.MISSING_SKELETON):
@@ -69,7 +69,7 @@ def prepare_rgb(entry: SampleEntry, group: zarr.Group, frames: int | None, size:
     frame_index = np.full(t, -1, np.int32)
     frame_index[: len(clip.frame_index)] = clip.frame_index
     notes = [note for note in (box_note, clip.note) if note]
-    if "skeleton" in dict(group.attrs.get("stages", {})):
+    if has_stage(group, "skeleton"):
         skeleton_frames = group["skeleton/frame_index"][entry.index]
         last = int(skeleton_frames.max())
         if last >= 0 and abs(last + 1 - clip.num_source_frames) > 0:

@@ -4,6 +4,7 @@ Usage:
     group = open_store("ntu60.zarr")                 # refuses a format it does not know
     sample = read_sample(group, 0)                   # dict of arrays, trimmed to the frames kept
     require_complete(group, ("skeleton",))           # IncompleteStoreError while rows are pending
+    require_stages(group, ("rgb",))                  # StoreFormatError naming the fix if it has none
 
 Layout (N samples, the union of every input's sample names):
     samples/name (N,) str, sorted; samples/label, setup, camera, performer, replication (N,) int16
@@ -222,6 +223,10 @@ def stage_info(group: zarr.Group, stage: str) -> dict | None:
     return dict(group.attrs.get("stages", {})).get(stage)
 
 
+def has_stage(group: zarr.Group, stage: str) -> bool:
+    return stage_info(group, stage) is not None
+
+
 def missing_arrays(group: zarr.Group) -> list[str]:
     """The arrays the store's attributes promise that do not open (a deleted folder or zarr.json)."""
     def opens(path: str) -> bool:
@@ -267,6 +272,23 @@ def require_complete(group: zarr.Group, stages: tuple[str, ...] | None = None) -
         fix = (f"another ntu-prep is writing it now (pid and task: {writer}): wait for it to finish" if writer
                else "rerun the same `ntu-prep extract` command to finish it")
         raise IncompleteStoreError(f"{root}: {'; '.join(problems)}; {fix}")
+
+
+# What each stage stores, and the `ntu-prep extract` input that adds it to a store (the fix a refusal names).
+STAGE_INPUTS = {"skeleton": ("skeletons", "--skeletons DIR"), "rgb": ("RGB frames", "--videos DIR")}
+
+
+def require_stages(group: zarr.Group, stages: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    """StoreFormatError, in one line naming the command that adds it, for the first of `stages` the store
+    lacks; then `require_complete` over `stages` and those of `optional` the store has (a reader that
+    uses a stage where present, e.g. a preview's skeletons)."""
+    root = Path(group.store.root)
+    for stage in stages:
+        if not has_stage(group, stage):
+            what, option = STAGE_INPUTS[stage]
+            raise StoreFormatError(f"{root}: the store has no {what}; prepare them with: "
+                                   f"ntu-prep extract {option} --out {root}")
+    require_complete(group, (*stages, *optional))
 
 
 def read_sample(group: zarr.Group, index: int) -> dict[str, np.ndarray | str | int]:
