@@ -25,12 +25,12 @@ from cli.prep import main
 from cli.train import main as train_main
 from model.data import read_split
 from ntu_pipeline.errors import IncompleteStoreError, StoreFormatError
-from ntu_pipeline.export.common import ExportConfig
+from ntu_pipeline.export.common import ExportConfig, SampleTable
 from ntu_pipeline.export.pyskl import write_pyskl
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import State, Status, open_store, verify_store
 from ntu_pipeline.store.lock import lock_path, store_lock
-from ntu_pipeline.store.splits import make_split
+from ntu_pipeline.store.splits import make_split, usable_skeleton
 from ntu_pipeline.synth.corpus import write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,6 +190,22 @@ def test_a_split_is_membership_and_each_model_takes_what_it_can_use(corpus, tmp_
     assert len(read_split(videos_only, "xsub", "test", need_rgb=True, need_skeleton=False)) > 0
     with pytest.raises(StoreFormatError, match="has no skeletons"):
         read_split(videos_only, "xsub", "test")
+
+
+def test_one_usable_skeleton_rule_for_models_and_exports():
+    """Training (`usable_samples`) and exports (`SampleTable.exportable`) take the same skeletons: ok ones,
+    and missing-list ones with frames where the split kept them (catches either copy of the rule
+    drifting: a missing-list skeleton with no frame exported as zeros, a failed one trained on)."""
+    status = np.array([Status.OK, Status.MISSING_SKELETON, Status.MISSING_SKELETON, Status.FAILED,
+                       Status.ABSENT, Status.PENDING], np.int8)
+    frames = np.array([40, 30, 0, 0, 0, 0])
+    assert usable_skeleton(status, frames, keep_missing=False).tolist() == [True] + [False] * 5
+    assert usable_skeleton(status, frames, keep_missing=True).tolist() == [True, True] + [False] * 4
+    table = SampleTable([f"s{i}" for i in range(6)], np.zeros(6, np.int64), frames, status)
+    kept, left_out = table.exportable(np.arange(6))
+    assert kept.tolist() == [0, 1]
+    assert left_out[0] == ("s2", "skeleton status missing_skeleton, 0 frames")
+    assert [name for name, _ in left_out] == ["s2", "s3", "s4", "s5"]
 
 
 def test_an_empty_side_is_one_line(corpus, tmp_path):

@@ -32,7 +32,7 @@ from ..atomic import atomic_path
 from ..errors import ConfigError, NTUPrepError
 from ..manifests import get_protocol, protocols
 from ..store import Status, open_store, read_strings, require_complete, split_indices
-from ..store.splits import compute_split
+from ..store.splits import compute_split, usable_skeleton
 
 EXPORT_FORMATS = ("pyskl", "ctrgcn", "hdf5")
 BLOCK_BYTES = 32 * 2**20  # the most one read may hold, whatever the shard size (joints: 22 MB a shard)
@@ -176,10 +176,9 @@ class SampleTable:
                    samples["num_frames"][:].astype(np.int64), samples["status"][:])
 
     def exportable(self, indices: np.ndarray) -> tuple[np.ndarray, list[tuple[str, str]]]:
-        """The indices whose skeleton can be exported (ok, or missing_skeleton a split kept, with frames),
-        and (name, reason) for the others."""
-        usable = (self.status[indices] == Status.OK) | (self.status[indices] == Status.MISSING_SKELETON)
-        usable &= self.num_frames[indices] > 0
+        """The indices whose skeleton can be exported (`usable_skeleton`: ok, or missing_skeleton with
+        frames, which `indices` holds only where a split kept it), and (name, reason) for the others."""
+        usable = usable_skeleton(self.status[indices], self.num_frames[indices], keep_missing=True)
         left_out = [(self.names[i], f"skeleton status {Status(int(self.status[i])).label}, "
                                     f"{int(self.num_frames[i])} frames")
                     for i in indices[~usable]]

@@ -4,6 +4,7 @@ Usage:
     result = make_split(open_store("ntu60.zarr", mode="r+"), "xsub", keep_missing=False)
     result.train, result.test          # int64 indices into samples/, sorted
     kept, left_out = usable_samples(group, result.train, ("skeleton", "rgb"), keep_missing=False)
+    usable_skeleton(status, num_frames, keep_missing)  # (n,) bool: the rule for one skeleton column
     describe_left_out(left_out)        # "skeleton absent 5, rgb failed 2"
 
 A split is protocol membership: every sample of the store on the protocol's train or test side, less
@@ -86,14 +87,24 @@ def make_split(group: zarr.Group, protocol_name: str, keep_missing: bool = False
     return result
 
 
+def usable_skeleton(status: np.ndarray, num_frames: np.ndarray, keep_missing: bool) -> np.ndarray:
+    """(n,) bool: the skeletons a consumer can use, given their status codes and frames kept (n,) each:
+    ok, or, where `keep_missing` (the split kept the samples of the official missing-skeleton list),
+    missing_skeleton with frames kept from its file."""
+    usable = status == Status.OK
+    if keep_missing:
+        usable |= (status == Status.MISSING_SKELETON) & (num_frames > 0)
+    return usable
+
+
 def usable_samples(group: zarr.Group, indices: np.ndarray, stages: tuple[str, ...],
                    keep_missing: bool = False) -> tuple[np.ndarray, dict[str, int]]:
     """The samples of `indices` whose every stage in `stages` is usable, and {"<stage> <status>": count}
     of those left out.
 
-    A stage is usable where its status is ok; a skeleton of status missing_skeleton counts as usable too
-    where `keep_missing` (the split kept them) and frames were kept from its file. The stages must be in
-    the store and complete (the caller checks: `require_complete`)."""
+    A stage is usable where its status is ok; a skeleton by `usable_skeleton` (missing_skeleton too
+    where `keep_missing` and frames were kept from its file). The stages must be in the store and
+    complete (the caller checks: `require_stages`)."""
     indices = np.asarray(indices, dtype=np.int64)
     keep = np.ones(len(indices), bool)
     left_out: dict[str, int] = {}
@@ -102,10 +113,10 @@ def usable_samples(group: zarr.Group, indices: np.ndarray, stages: tuple[str, ..
         if info is None:
             raise StoreFormatError(f"{group.store.root}: the store has no {stage} stage")
         codes = group[info["status"]][:][indices]
-        ok = codes == Status.OK
-        if stage == "skeleton" and keep_missing:
-            frames = group["samples/num_frames"][:][indices]
-            ok |= (codes == Status.MISSING_SKELETON) & (frames > 0)
+        if stage == "skeleton":
+            ok = usable_skeleton(codes, group["samples/num_frames"][:][indices], keep_missing)
+        else:
+            ok = codes == Status.OK
         for status in Status:
             n = int(((codes == status) & ~ok & keep).sum())
             if n:
