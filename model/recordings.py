@@ -38,6 +38,7 @@ from ntu_pipeline.errors import ConfigError
 from ntu_pipeline.images import write_image
 from ntu_pipeline.manifests import all_samples, missing_samples
 from ntu_pipeline.sample_id import NAME_PATTERN
+from ntu_pipeline.stages.rgb_options import RgbOptions
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store, read_strings
 from ntu_pipeline.store.splits import usable_samples
@@ -151,10 +152,9 @@ def rgb_extract_options(options: dict) -> dict:
     """ExtractConfig's RGB fields from a store's recorded RGB options (a checkpoint's `inputs["rgb"]`)."""
     if not options:
         return {}
-    codec = dict(options.get("codec", {}))
-    return {"rgb_frames": None if options.get("frames") == "all" else int(options.get("frames", 32)),
-            "rgb_size": int(options.get("size", 256)), "rgb_codec": "jpeg" if codec.get("name") == "jpeg"
-            else "lz4", "rgb_quality": int(codec.get("quality", 90))}
+    rgb = RgbOptions.from_record(options)
+    return {"rgb_frames": rgb.frames, "rgb_size": rgb.size, "rgb_codec": rgb.codec,
+            "rgb_quality": rgb.quality}
 
 
 def _failure(group, index: int, stages: tuple[str, ...], rec: Recording, links: dict[Path, Path]) -> Failure:

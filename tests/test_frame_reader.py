@@ -329,3 +329,13 @@ def test_real_videos_read_as_zarr_reads_them(ntu_samples, tmp_path):
         np.testing.assert_array_equal(clip, array[i])
         p = rng.integers(0, 16, 12)
         np.testing.assert_array_equal(reader.read(i, p), array[i, p])
+
+
+def test_every_codec_of_the_store_has_a_decoder():
+    """The reader's codecs are the store's (`schema.Codec`): catches a codec added to the store that the
+    reader would only meet as a KeyError in a training worker."""
+    from typing import get_args
+
+    from ntu_pipeline.store.schema import Codec
+
+    assert set(frame_reader.DECODERS) == set(get_args(Codec))

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from cli.train import main
 from model.scores import read_scores
 from ntu_pipeline.manifests import class_names
+from ntu_pipeline.stages.rgb_options import RgbOptions
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.splits import make_split
@@ -162,3 +163,17 @@ def test_a_recording_without_the_files_the_model_needs_is_one_line(corpus, runs,
     assert first.startswith(f"not predicted: bad: skeleton failed: {bad}:")
     assert "Traceback" not in damaged.output
     assert "ntu-predict-" not in damaged.output  # the user's file is named, not the link the stages read
+
+
+@pytest.mark.parametrize("options", [RgbOptions(), RgbOptions(frames=16, size=64, quality=75),
+                                     RgbOptions(frames=None, size=48, codec="lz4")])
+def test_a_recording_is_prepared_with_the_rgb_options_its_store_recorded(options):
+    """`rgb_extract_options` maps a store's recorded RGB options (a checkpoint's `inputs["rgb"]`) onto the
+    extract run that prepares a recording: that run records them again, unchanged (catches a field
+    dropped, `frames: all` or lz4 read back as something else)."""
+    from model.recordings import rgb_extract_options
+
+    fields = rgb_extract_options(options.record())
+    config = ExtractConfig(videos=Path("videos"), out=Path("out.zarr"), **fields)
+    assert config.rgb_options == options and config.rgb_options.record() == options.record()
+    assert rgb_extract_options({}) == {}

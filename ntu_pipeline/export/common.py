@@ -78,11 +78,15 @@ class ExportConfig:
         return {"format": self.format, "protocols": list(self.protocols), "rgb": self.rgb}
 
 
+SplitSource = Literal["stored", "computed"]
+SPLIT_SOURCES = get_args(SplitSource)
+
+
 @dataclass
 class ExportSummary:
     format: str
     outputs: dict[Path, str]  # each file written -> what it holds
-    splits: dict[str, str] = field(default_factory=dict)  # protocol -> "stored" | "computed"
+    splits: dict[str, SplitSource] = field(default_factory=dict)  # protocol -> where its split came from
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (sample name or array path, reason)
     seconds: float = 0.0
 
@@ -97,10 +101,6 @@ class ExportSummary:
             lines.append(f"... and {len(self.left_out) - 20} more left out (listed in the export's metadata)")
         lines.append(f"{self.format} export: {self.seconds:.1f} s")
         return "\n".join(lines)
-
-
-SplitSource = Literal["stored", "computed"]
-SPLIT_SOURCES = get_args(SplitSource)
 
 
 @dataclass(frozen=True, eq=False)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import operator
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 
 from ..errors import StoreFormatError
 from .jpeg_codec import CODEC_NAME, JpegCodec
+from .schema import Codec
 
 EMPTY = np.uint64(2**64 - 1)  # offset and nbytes of an absent chunk in a shard index
 INDEX_ENTRY = 16  # bytes per chunk in the index: (offset, nbytes) as two uint64
@@ -63,13 +65,13 @@ MAX_GAP = 32 * 1024
 class FrameLayout:
     """What reading needs of a sharded per-frame array's zarr.json (`frame_layout` checks and makes it).
 
-    folder: the array's directory; shape (N, T, *frame); samples_per_shard k; codec "jpeg" or "blosc";
-    dtype (native byte order) and fill_value as zarr reads them."""
+    folder: the array's directory; shape (N, T, *frame); samples_per_shard k; codec, a `schema.Codec`
+    ("jpeg" or "blosc"); dtype (native byte order) and fill_value as zarr reads them."""
 
     folder: Path
     shape: tuple[int, ...]
     samples_per_shard: int
-    codec: str
+    codec: Codec
     dtype: np.dtype
     fill_value: int | float
 
@@ -126,7 +128,7 @@ def _check_grid(array: zarr.Array, sharding: ShardingCodec, name: str) -> int:
     return int(shards[0])
 
 
-def _inner_codec(sharding: ShardingCodec, dtype: np.dtype, name: str) -> str:
+def _inner_codec(sharding: ShardingCodec, dtype: np.dtype, name: str) -> Codec:
     """"jpeg" or "blosc", the inner codecs this module decodes; StoreFormatError for any other."""
     inner = tuple(sharding.codecs)
     if len(inner) == 1 and isinstance(inner[0], JpegCodec):
@@ -235,7 +237,9 @@ def _decode_blosc(data: memoryview, out: np.ndarray) -> None:
     numcodecs.blosc.decompress(data, out)
 
 
-DECODERS = {"jpeg": _decode_jpeg, "blosc": _decode_blosc}
+# one per Codec (the store's codecs): chunk bytes -> decoded into the frame given
+DECODERS: dict[Codec, Callable[[memoryview, np.ndarray], None]] = {"jpeg": _decode_jpeg,
+                                                                   "blosc": _decode_blosc}
 
 
 def read_shard_frames(layout: FrameLayout, sample: int, frames: np.ndarray, out: np.ndarray,
