@@ -210,21 +210,13 @@ def time_paths(paths: dict[str, Callable[[int], object]], n: int, passes: int, s
 
 def read_plan(reader, positions: list[np.ndarray]) -> tuple[float, float, float]:
     """Mean preads per clip (index excluded), bytes read per clip and bytes of the clip's chunks."""
-    from ntu_pipeline.store.frame_reader import plan_reads, read_index
+    from ntu_pipeline.store.frame_reader import EMPTY, plan_reads, sample_entries
 
-    layout = reader.layout
     reads = read_bytes = needed = 0
     n = len(positions)
     for i in range(n):
-        path = layout.shard_path(i // layout.samples_per_shard)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            index, _ = read_index(fd, path, layout)
-        finally:
-            os.close(fd)
-        local = i % layout.samples_per_shard
-        entries = index[local * layout.frames + np.unique(positions[i])]
-        entries = entries[entries[:, 0] != 2**64 - 1].astype(np.int64)
+        entries = sample_entries(reader.layout, i)[np.unique(positions[i])]
+        entries = entries[entries[:, 0] != EMPTY].astype(np.int64)
         plan = plan_reads(entries[:, 0], entries[:, 0] + entries[:, 1])
         reads += len(plan)
         read_bytes += sum(hi - lo for lo, hi, _ in plan)

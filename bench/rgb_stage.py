@@ -27,6 +27,8 @@ import argparse
 import os
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "threads;1")  # before cv2 opens any capture
@@ -88,13 +90,21 @@ def clip_32(path: Path, box: np.ndarray) -> int:
     return decode_clip(path, box, SIZE, 32).num_source_frames
 
 
-def clip_32_no_skip(path: Path, box: np.ndarray) -> int:
+@contextmanager
+def gop_skip_off() -> Iterator[None]:
+    """decode_clip without its GOP skip inside the block: every packet up to the last frame needed is
+    decoded (the reference the skip must equal, bit for bit)."""
     saved = decode._GOP_SKIP_CODECS
     decode._GOP_SKIP_CODECS = frozenset()
     try:
-        return decode_clip(path, box, SIZE, 32).num_source_frames
+        yield
     finally:
         decode._GOP_SKIP_CODECS = saved
+
+
+def clip_32_no_skip(path: Path, box: np.ndarray) -> int:
+    with gop_skip_off():
+        return decode_clip(path, box, SIZE, 32).num_source_frames
 
 
 def clip_all(path: Path, box: np.ndarray) -> int:
@@ -215,12 +225,8 @@ def quality(videos: list[tuple[Path, np.ndarray]]) -> None:
 
 
 def clip_frames_no_skip(path: Path, box: np.ndarray) -> np.ndarray:
-    saved = decode._GOP_SKIP_CODECS
-    decode._GOP_SKIP_CODECS = frozenset()
-    try:
+    with gop_skip_off():
         return decode_clip(path, box, SIZE, 32).frames
-    finally:
-        decode._GOP_SKIP_CODECS = saved
 
 
 def whole_extract(paths: list[Path], copies: int) -> float:

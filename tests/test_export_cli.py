@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
+import runpy
 import shutil
 import subprocess
 import sys
@@ -23,6 +23,8 @@ from ntu_pipeline.export.pyskl import pyskl_keypoint, write_pyskl
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import STATUS_CODES, open_store
 from ntu_pipeline.synth.corpus import write_corpus
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 # --- outputs, errors and the command line ---------------------------------------------------------------
 
@@ -148,23 +150,13 @@ TRACED_BOUND_MIB = 40
 RSS_BOUND_MIB = 128
 
 
-def replicated_corpus(files: list[Path], out: Path, count: int) -> None:
-    """`count` .skeleton files under distinct NTU60 names, hard links to (or copies of) `files`."""
-    out.mkdir(parents=True)
-    for k in range(count):
-        a, r, c, p, s = k % 60, (k // 60) % 2, (k // 120) % 3, (k // 360) % 40, k // 14400
-        target = out / f"S{s + 1:03d}C{c + 1:03d}P{p + 1:03d}R{r + 1:03d}A{a + 1:03d}.skeleton"
-        try:
-            os.link(files[k % len(files)], target)
-        except OSError:
-            shutil.copy(files[k % len(files)], target)
-
-
 @pytest.mark.slow
 def test_exports_stay_within_a_memory_bound_independent_of_the_number_of_samples(tmp_path):
     """2,000 samples in shards of 32: each export allocates at most TRACED_BOUND_MIB at its peak and grows
     the process by less than RSS_BOUND_MIB, while holding its output would take more than that (printed:
     about 60 MiB of pyskl keypoints, 250 MiB of ctrgcn x_train, 950 MiB of store arrays for hdf5)."""
+    # the corpus of bench/export_memory.py, which measures the same bound from 1,000 to 4,000 samples
+    replicated_corpus = runpy.run_path(str(BENCH / "export_memory.py"))["replicated_corpus"]
     write_corpus(tmp_path / "base", 60, 60, seed=2)
     longest = sorted((tmp_path / "base").rglob("*.skeleton"), key=lambda p: p.stat().st_size)[-10:]
     replicated_corpus(longest, tmp_path / "raw", 2000)  # long two-person samples: a large pickle

@@ -20,7 +20,7 @@ import ntu_pipeline.store.frame_reader as frame_reader
 from ntu_pipeline.errors import StoreFormatError
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import STATUS_CODES, open_store
-from ntu_pipeline.store.frame_reader import EMPTY, FrameReader, plan_reads, read_index
+from ntu_pipeline.store.frame_reader import EMPTY, FrameReader, plan_reads, sample_entries
 from ntu_pipeline.store.jpeg_codec import JpegCodec
 from ntu_pipeline.synth.corpus import write_corpus
 
@@ -64,18 +64,6 @@ def frames_of(store: Path) -> zarr.Array:
     return open_store(store)["rgb/frames"]
 
 
-def chunk_entries(layout, sample: int) -> np.ndarray:
-    """(T, 2) (offset, nbytes) in its shard file of sample `sample`'s chunks (EMPTY: absent)."""
-    path = layout.shard_path(sample // layout.samples_per_shard)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        index, _ = read_index(fd, path, layout)
-    finally:
-        os.close(fd)
-    local = sample % layout.samples_per_shard
-    return index[local * layout.frames:(local + 1) * layout.frames]
-
-
 def interleaved(entries: np.ndarray) -> bool:
     """Whether other bytes lie between a sample's chunks (its (T, 2) entries) in the shard file."""
     present = entries[entries[:, 0] != EMPTY].astype(np.int64)
@@ -93,7 +81,7 @@ def test_pipeline_stores_read_as_zarr_reads_them(stores, codec):
     reader = FrameReader(stores(codec), "rgb/frames")
     assert reader.shape == array.shape == (SAMPLES, 8, 32, 32, 3) and len(reader) == SAMPLES
     assert reader.layout.codec == {"jpeg": "jpeg", "lz4": "blosc"}[codec]
-    assert interleaved(chunk_entries(reader.layout, 0)), "the stage's shards interleave samples"
+    assert interleaved(sample_entries(reader.layout, 0)), "the stage's shards interleave samples"
     status = open_store(stores(codec))["rgb/status"][:]
     assert status[FAILED] == STATUS_CODES["failed"] and (status != STATUS_CODES["failed"]).sum() == 5
     for i in range(SAMPLES):
@@ -115,7 +103,7 @@ def test_frames_past_a_videos_end_read_as_zeros(stores):
     for i in range(SAMPLES):
         stored = int((frame_index[i] >= 0).sum())
         assert stored < 300
-        assert (chunk_entries(reader.layout, i)[stored:] == EMPTY).all()
+        assert (sample_entries(reader.layout, i)[stored:] == EMPTY).all()
         p = np.array([0, max(stored - 1, 0), stored, stored + 1, 299])
         out = np.full((len(p), 24, 24, 3), 255, np.uint8)
         assert reader.read(i, p, out=out) is out
@@ -186,7 +174,7 @@ def test_arrays_written_by_zarr_itself(tmp_path, codec, max_gap, monkeypatch):
     array, data = zarr_array(tmp_path / "z.zarr", codec)
     reader = FrameReader(tmp_path / "z.zarr", "")
     assert not reader.layout.shard_path(1).exists() and reader.layout.shard_path(2).exists()
-    assert interleaved(chunk_entries(reader.layout, 0)), "zarr's shards interleave samples"
+    assert interleaved(sample_entries(reader.layout, 0)), "zarr's shards interleave samples"
     rng = np.random.default_rng(0)
     for i in range(array.shape[0]):
         np.testing.assert_array_equal(reader.read(i), array[i], err_msg=f"sample {i}")

@@ -194,6 +194,19 @@ def read_index(fd: int, path: Path, layout: FrameLayout) -> tuple[np.ndarray, in
     return index.reshape(-1, 2), data_end  # (k * T, 2)
 
 
+def sample_entries(layout: FrameLayout, sample: int) -> np.ndarray:
+    """(T, 2) uint64 (offset, nbytes) of sample `sample`'s chunks in its shard file (EMPTY: absent), the
+    index's crc32c checked: where a sample's frames lie (tests and bench/rgb_loader.py look at that)."""
+    path = layout.shard_path(sample // layout.samples_per_shard)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        index, _ = read_index(fd, path, layout)
+    finally:
+        os.close(fd)
+    local = sample % layout.samples_per_shard
+    return index[local * layout.frames:(local + 1) * layout.frames]
+
+
 def _present(entries: np.ndarray, data_end: int, path: Path, sample: int, frames: np.ndarray) -> np.ndarray:
     """(m,) bool: which index entries (m, 2) hold a chunk; StoreFormatError for one outside the data."""
     offsets, sizes = entries[:, 0], entries[:, 1]
