@@ -153,13 +153,10 @@ def info_command(store):
 def verify_command(store, deep, quiet):
     """Check a store's integrity; exit 1 with the list of problems."""
     from ntu_pipeline.progress import ProgressBar
-    from ntu_pipeline.store.schema import num_shards
-    from ntu_pipeline.store.verify import verify_store
+    from ntu_pipeline.store.verify import shards_to_verify, verify_store
 
     group = open_store(store, check=False)
-    n = group["samples/name"].shape[0]
-    total = sum(num_shards(n, info["shard_size"]) for info in group.attrs.get("stages", {}).values())
-    with ProgressBar(total, "shards", "verify", enabled=not quiet) as bar:
+    with ProgressBar(shards_to_verify(group), "shards", "verify", enabled=not quiet) as bar:
         problems = verify_store(group, deep=deep, advance=bar.advance)
     if problems:
         for problem in problems:

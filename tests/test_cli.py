@@ -57,6 +57,26 @@ def test_verify_exits_1_listing_problems(prepared, tmp_path):
     assert "problem: skeleton: 1 of 3 shards not written" in result.output
 
 
+def test_verify_counts_the_shards_it_checks_and_a_missing_table_is_a_problem(prepared, tmp_path):
+    """The progress total is what verify_store advances through (catches a stage's shards left out of
+    the total); a store whose sample table is gone is a listed problem, not a KeyError traceback."""
+    import shutil
+
+    from ntu_pipeline.store import open_store, verify_store
+    from ntu_pipeline.store.verify import shards_to_verify
+
+    group = open_store(prepared, check=False)
+    steps: list[int] = []
+    assert verify_store(group, advance=steps.append) == []
+    assert shards_to_verify(group) == sum(steps) == 3  # 24 samples in shards of 8
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(prepared, broken)
+    (broken / "samples/name/zarr.json").unlink()
+    result = CliRunner().invoke(main, ["verify", "--quiet", str(broken)])
+    assert result.exit_code == 1 and not isinstance(result.exception, KeyError), result.output
+    assert "problem: samples/name: array missing" in result.output
+
+
 def test_protocols_prints_the_official_counts():
     result = CliRunner().invoke(main, ["protocols"])
     assert result.exit_code == 0, result.output

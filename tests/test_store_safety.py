@@ -234,3 +234,67 @@ def test_a_missing_array_is_a_problem_not_a_traceback(reference, tmp_path):
         assert result.exit_code == 1, result.output
         assert "skeleton/motion" in result.output and "Traceback" not in result.output
         assert not isinstance(result.exception, KeyError)
+
+
+def test_a_bug_in_a_stage_reads_as_a_bug_in_the_failure_table(corpus, tmp_path, monkeypatch):
+    """The run records every failing sample and finishes; a named error (bad input) is recorded as its
+    own message, anything else (a bug) with its type name, so the failure table tells the two apart."""
+    import ntu_pipeline.stages.skeleton as skeleton_stage
+    from ntu_pipeline.store import Status, read_strings
+
+    files = sorted(corpus.rglob("*.skeleton"))
+    real = skeleton_stage.parse_skeleton
+
+    def parse(path):
+        if path == str(files[0]):
+            raise KeyError("joints")
+        if path == str(files[1]):
+            raise NTUPrepError(f"{path}: line 3: expected a body count, found 'x'")
+        return real(path)
+
+    monkeypatch.setattr(skeleton_stage, "parse_skeleton", parse)
+    out = tmp_path / "s.zarr"
+    run_extract(corpus, out)
+    group = open_store(out)
+    names, errors = read_strings(group["samples/name"]), read_strings(group["samples/error"])
+    status = group["samples/status"][:]
+    failed = {names[i]: errors[i] for i in range(len(names)) if status[i] == Status.FAILED}
+    assert failed == {files[0].stem: f"{files[0]}: KeyError: 'joints'",
+                      files[1].stem: f"{files[1]}: line 3: expected a body count, found 'x'"}
+    assert group.attrs["state"] == "complete"
+
+
+def test_damaged_zarr_metadata_and_shards_are_named_errors_and_bugs_are_not(reference, tmp_path):
+    """open_store, export's reads and verify --deep turn what a damaged store raises (not JSON, not an
+    object, a shard whose checksum or blosc data is bad) into one line naming the file; an error of
+    another kind (a bug) is not dressed up as a damaged store."""
+    from ntu_pipeline.export.common import read_rows
+
+    for label, text in (("not JSON", "{not json"), ("not an object", "[]")):
+        broken = tmp_path / f"{label}.zarr"
+        shutil.copytree(reference, broken)
+        (broken / "zarr.json").write_text(text)
+        with pytest.raises(StoreFormatError, match="cannot open as a zarr v3 group"):
+            open_store(broken)
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(reference, damaged)
+    shard = damaged / "skeleton/joints/c/0/0/0/0/0"
+    data = shard.read_bytes()
+    for label, changed in (("blosc data", data[:64] + bytes(b ^ 0xFF for b in data[64:512]) + data[512:]),
+                           ("index checksum", data[:-1] + bytes([data[-1] ^ 0xFF]))):
+        shard.write_bytes(changed)
+        joints = open_store(damaged)["skeleton/joints"]
+        with pytest.raises(NTUPrepError, match=r"skeleton/joints samples 0\.\.7: cannot read: "):
+            read_rows(joints, 0, 8)
+        problems = verify_store(open_store(damaged, check=False), deep=True)
+        unreadable = [p for p in problems if p.startswith("skeleton/joints samples 0..7 unreadable")]
+        assert unreadable, (label, problems)
+
+    class Buggy:
+        path = "skeleton/joints"
+
+        def __getitem__(self, key):
+            raise AttributeError("a bug, not a damaged shard")
+
+    with pytest.raises(AttributeError, match="a bug"):
+        read_rows(Buggy(), 0, 8)

@@ -32,6 +32,7 @@ from ..atomic import atomic_path
 from ..errors import ConfigError, NTUPrepError
 from ..manifests import get_protocol, protocols
 from ..store import Status, open_store, read_strings, require_complete, split_indices
+from ..store.schema import SHARD_READ_ERRORS
 from ..store.splits import compute_split, usable_skeleton
 
 EXPORT_FORMATS = ("pyskl", "ctrgcn", "hdf5")
@@ -255,6 +256,6 @@ def read_rows(array: zarr.Array, lo: int, hi: int) -> np.ndarray:
     """array[lo:hi], a zarr error re-raised naming the array and the samples."""
     try:
         return array[lo:hi]
-    except Exception as err:  # a damaged shard or a codec this install lacks: say where
+    except SHARD_READ_ERRORS as err:  # a damaged shard: say where
         raise NTUPrepError(f"{array.path} samples {lo}..{hi - 1}: cannot read: "
                            f"{type(err).__name__}: {err}") from err

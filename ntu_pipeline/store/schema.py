@@ -46,6 +46,9 @@ META_FIELDS = ("label", "setup", "camera", "performer", "replication")
 # fastest to encode and decode; zstd is 15% smaller but its encoding alone costs more than the whole
 # rest of the stage.
 CODEC = {"name": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
+# What reading a damaged shard through zarr raises: OSError (the file system), ValueError (zarr's shard
+# index checksum, a JPEG that does not decode), RuntimeError (blosc's decompression). Anything else is a bug.
+SHARD_READ_ERRORS = (OSError, ValueError, RuntimeError)
 
 
 Layout = Literal["sample", "frame", "table"]
@@ -188,7 +191,9 @@ def open_store(path: str | Path, mode: str = "r", check: bool = True) -> zarr.Gr
         raise StoreFormatError(f"{path}: not a zarr store (no zarr.json)")
     try:
         group = zarr.open_group(str(path), mode=mode, zarr_format=3)
-    except Exception as err:  # zarr raises several kinds here; the user needs the path and the cause
+    # the file system; zarr's own errors (ValueError: zarr.json not JSON, an array or no group there, a codec
+    # it does not know); metadata of the wrong shape (TypeError, AttributeError: zarr.json not an object)
+    except (OSError, ValueError, TypeError, AttributeError) as err:
         raise StoreFormatError(f"{path}: cannot open as a zarr v3 group: {err}") from err
     found = group.attrs.get("format")
     if found == "ntu-prep/1":

@@ -3,6 +3,7 @@
 
     problems = verify_store(open_store("ntu60.zarr", check=False))   # [] when the store is sound
     verify_store(group, deep=True)                                    # also decode every shard
+    shards_to_verify(group)                                           # what its `advance` counts up to
 
 It checks the sample table against the names, each stage's status table and state, and every file each
 done shard wrote against its recorded size and crc32c (a deleted shard would otherwise read as zeros).
@@ -20,9 +21,11 @@ import zarr
 from .lock import holder, lock_path
 from .schema import (
     MAX_FRAMES,
+    SHARD_READ_ERRORS,
     SKELETON_ARRAYS,
     meta_columns,
     missing_arrays,
+    num_shards,
     read_strings,
     split_indices,
     stage_info,
@@ -52,6 +55,16 @@ def damaged_shards(group: zarr.Group, stage: str) -> list[tuple[int, str, str]]:
                     "file present but the shard wrote none" if want == "-" else "content changed")
                 out.append((int(shard), path, what))
     return out
+
+
+def shards_to_verify(group: zarr.Group) -> int:
+    """The shards `verify_store` goes through, every stage's (what its `advance` counts up to); 0 where
+    the sample table does not open (`verify_store` reports that, and checks nothing else)."""
+    try:
+        n = group["samples/name"].shape[0]
+    except (KeyError, ValueError, OSError):  # as `missing_arrays` finds it
+        return 0
+    return sum(num_shards(n, info["shard_size"]) for info in dict(group.attrs).get("stages", {}).values())
 
 
 def verify_store(group: zarr.Group, deep: bool = False,
@@ -148,7 +161,7 @@ def _decode_shard(group: zarr.Group, stage: str, info: dict, lo: int, hi: int) -
         array = group[path]
         try:
             block = array[lo:hi]
-        except Exception as err:  # a corrupt shard: report it, keep checking the rest
+        except SHARD_READ_ERRORS as err:  # a corrupt shard: report it, keep checking the rest
             problems.append(f"{path} {_range(lo, hi)} unreadable: {err}")
             continue
         if stage == "skeleton" and path in {s.path for s in SKELETON_ARRAYS}:
