@@ -29,10 +29,19 @@ every path reads every shard first. Rows:
     reader alone       FrameReader.read(i) only
     reader alone, out= the same into a row of one (8, T, S, S, 3) batch buffer (`read(..., out=)`), as a
                        worker filling its batch in place (DataLoader `__getitems__`) would
+    worker batch       the worker itself: model/rgb_clips.py RGBClips.__getitems__ on each 8 samples'
+                       ClipRequests, a new (8, T, S, S, 3) batch tensor a call, as the DataLoader calls it
 
 clips/s are of this process's CPU time (zarr's threads included; wall time beside it), median over the
 passes, with the best pass, x = against decode only, and the minor page faults a clip (fresh memory
 the kernel had to map and zero). Target: a worker >= 0.8x decode only.
+
+Then one worker as training runs it: a DataLoader over RGBClips (batches of 8 in a new random order each
+pass, collate_batch, prefetch 4, as model/data.py SplitData makes it) with one worker process pinned to
+the measuring core and the main process on another core, only taking the batches (no crop, no model):
+clips/s of wall time from the first batch to the last (what one core hands the main process, the
+shared-memory hand-over included) and of the worker's CPU time (every clip, its start included), median
+over the passes. A core's rate divides a GPU's training clips/s into the cores that GPU needs.
 """
 
 from __future__ import annotations
@@ -179,17 +188,25 @@ def decode_into_clip(chunks: list[list[bytes]], frame: tuple[int, ...]) -> Calla
 
 # --- timing -------------------------------------------------------------------------------------------
 
-def time_paths(paths: dict[str, Callable[[int], object]], n: int, passes: int, seed: int,
+def each(clip: Callable[[int], object]) -> Callable[[list[int]], None]:
+    """A path of one sample a call as a path of a block of samples."""
+    def block(indices: list[int]) -> None:
+        for i in indices:
+            clip(i)
+    return block
+
+
+def time_paths(paths: dict[str, Callable[[list[int]], object]], n: int, passes: int, seed: int,
                block: int = 8) -> dict:
-    """Per path, [(clips/s of CPU time, clips/s of wall time, minor page faults a clip)] for each pass
-    over all n samples.
+    """Per path (called with `block` samples at a time), [(clips/s of CPU time, clips/s of wall time,
+    minor page faults a clip)] for each pass over all n samples.
 
     Within a pass the paths take turns every `block` samples, so that the machine's drift (it is shared)
     and what one path leaves behind (zarr's threads, cold caches) fall on every path alike."""
     rng = np.random.default_rng(seed)
     for fn in paths.values():  # warm: page cache, zarr's loop and codec pipeline, imports
-        for i in range(n):
-            fn(i)
+        for lo in range(0, n, block):
+            fn(list(range(lo, min(lo + block, n))))
     rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
     for _ in range(passes):
         order = rng.permutation(n).tolist()
@@ -198,13 +215,51 @@ def time_paths(paths: dict[str, Callable[[int], object]], n: int, passes: int, s
             for name, fn in paths.items():
                 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 cpu, wall = time.process_time(), time.perf_counter()
-                for i in order[lo:lo + block]:
-                    fn(i)
+                fn(order[lo:lo + block])
                 spent[name][0] += time.process_time() - cpu
                 spent[name][1] += time.perf_counter() - wall
                 spent[name][2] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         for name, (cpu, wall, faults) in spent.items():
             rates[name].append((n / cpu, n / wall, faults / n))
+    return rates
+
+
+def one_worker(store: Path, requests: list, passes: int, seed: int, worker_core: int, main_core: int,
+               batch: int = 8) -> list[tuple[float, float]]:
+    """Per pass, (clips/s of wall time after the first batch, clips/s of the worker's CPU time) of a
+    DataLoader as SplitData makes it (RGBClips, collate_batch, prefetch 4) with one worker, pinned to
+    `worker_core`, this process on `main_core` taking the batches (a new random order each pass)."""
+    import torch
+
+    from model.rgb_clips import RGBClips, collate_batch
+
+    def pin_worker(_: int) -> None:
+        os.sched_setaffinity(0, {worker_core})
+
+    rng = np.random.default_rng(seed)
+    os.sched_setaffinity(0, {main_core})
+    rates = []
+    try:
+        for _ in range(passes):
+            order = rng.permutation(len(requests))
+            plan = [[requests[i] for i in order[lo:lo + batch]] for lo in range(0, len(order), batch)]
+            loader = torch.utils.data.DataLoader(RGBClips(store), batch_sampler=plan,
+                                                 collate_fn=collate_batch, num_workers=1, prefetch_factor=4,
+                                                 worker_init_fn=pin_worker)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            clips, start = 0, None
+            for k, clip_batch in enumerate(loader):
+                if k == 0:
+                    start = time.perf_counter()  # the worker started and delivered once: not timed
+                else:
+                    clips += len(clip_batch)
+            wall = time.perf_counter() - start
+            del loader  # the worker has exited (an exhausted iterator joins it): its CPU time is counted
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            rates.append((clips / wall, len(requests) / cpu))
+    finally:
+        os.sched_setaffinity(0, {worker_core})
     return rates
 
 
@@ -266,13 +321,15 @@ def main() -> None:
 
 
 def run(store: Path, args) -> None:
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[0]})
     import numcodecs
     import torch
 
     torch.set_num_threads(1)
     numcodecs.blosc.set_nthreads(1)
 
+    from model.rgb_clips import ClipRequest, RGBClips
     from ntu_pipeline.store import open_store
     from ntu_pipeline.store.frame_reader import FrameReader
 
@@ -288,7 +345,7 @@ def run(store: Path, args) -> None:
     positions = [clip_positions(rgb_table[i], frames) for i in range(n)]
     chunks = stored_chunks(store, n, positions)
     batch = np.empty((8, frames, *reader.shape[2:]), reader.layout.dtype)  # a batch a worker fills
-    paths = {
+    clips = {
         "decode only": decode_only(chunks, reader.shape[2:]),
         "decode into a clip": decode_into_clip(chunks, reader.shape[2:]),
         "zarr (RGBClips today)": zarr_worker(group, frames, num_frames),
@@ -299,6 +356,10 @@ def run(store: Path, args) -> None:
         "reader alone": lambda i: reader.read(i, positions[i]),
         "reader alone, out=": lambda i: reader.read(i, positions[i], out=batch[i % len(batch)]),
     }
+    requests = [ClipRequest(i, positions[i]) for i in range(n)]  # what the main process plans
+    worker = RGBClips(store)
+    paths = {name: each(clip) for name, clip in clips.items()}
+    paths["worker batch"] = lambda block: worker.__getitems__([requests[i] for i in block])
     kb = np.mean([sum(map(len, c)) for c in chunks]) / 1024
     print(f"{store}: {n} samples of {t} x {args.size}² ({kb:.0f} KB of JPEG a clip), shards of "
           f"{reader.layout.samples_per_shard}; clips of {frames} frames; one core, page cache warm, "
@@ -319,8 +380,16 @@ def run(store: Path, args) -> None:
     reads, read_kb, needed_kb = (v / 1024 if k else v for k, v in enumerate(read_plan(reader, positions)))
     print(f"reader: {reads:.1f} preads a clip besides the index (MAX_GAP merges neighbours), "
           f"{read_kb:.0f} KB read for {needed_kb:.0f} KB of chunks")
+    if len(cores) < 2:
+        print("\none DataLoader worker: not measured (one core here: the main process would share it)")
+    else:
+        loader = one_worker(store, requests, args.passes, args.seed, cores[0], cores[1])
+        wall, cpu = (statistics.median(p[k] for p in loader) for k in range(2))
+        print(f"\none DataLoader worker (core {cores[0]}; main process on core {cores[1]}): {wall:.1f} "
+              f"clips/s of wall time (best {max(w for w, _ in loader):.1f}), {cpu:.1f} clips/s of its CPU "
+              f"time; x {wall / base:.2f} and {cpu / base:.2f} decode only")
     if args.profile:
-        profile(paths["reader, tables resident"], n)
+        profile(clips["reader, tables resident"], n)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@
 
 A step never waits for the device: the running sums (SUMS: the prediction's cross-entropy, correct
 predictions, the heads' summed loss, clips) stay there and are copied back without blocking every
-LOG_EVERY steps (`SumsReader`), read once the copy has arrived, so a NaN loss stops the run within a few
-steps of it; labels were checked once per split (`SplitData`).
+LOG_EVERY steps (`SumsReader`); each copy is read when the next is sent, LOG_EVERY steps later, by when
+it has long arrived. Every process reads the same sums (summed over the processes) at the same steps, so
+a NaN loss stops them all at one step, within 2 x LOG_EVERY steps of it. (Reading a copy as soon as it
+had arrived, which differs between GPUs, let one process stop while the others went on into the next
+step's all-reduce; torchrun then tore the group down.) Labels were checked once per split (`SplitData`).
 """
 
 from __future__ import annotations
@@ -60,8 +63,9 @@ class TrainProgress(ProgressBar):
 
 
 class SumsReader:
-    """The running sums read back without making the host wait: `send` starts a non-blocking copy into
-    pinned memory (CUDA) and `ready` gives the last copy that has arrived, or None."""
+    """The running sums read back without making a step wait: `send` starts a non-blocking copy into
+    pinned memory (CUDA), `take` gives the copy sent last (None before the first). Taken LOG_EVERY steps
+    after it was sent, a copy has long arrived: the event's wait returns at once."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
@@ -75,9 +79,13 @@ class SumsReader:
             self.event.record()
         self.waiting = True
 
-    def ready(self) -> Tensor | None:
-        if not self.waiting or (self.event is not None and not self.event.query()):
+    def take(self) -> Tensor | None:
+        if not self.waiting:
             return None
+        if self.event is not None:
+            # not event.query(): whether the copy has arrived differs between processes, and every
+            # process must decide on a NaN at the same step
+            self.event.synchronize()
         self.waiting = False
         return self.host.clone()
 
@@ -135,12 +143,12 @@ class Trainer:
                                  (logits.argmax(1) == batch.labels).sum(), loss.detach() * b,
                                  torch.full((), b, device=sums.device)]).double()
             bar.advance(c.batch_size)
-            seen = reader.ready()
-            if seen is not None:
-                check_finite(seen, epoch, step, lr)
-                bar.postfix = (f"loss {seen[LOSS] / seen[CLIPS]:.4f} top1 {seen[CORRECT] / seen[CLIPS]:.3f} "
-                               f"lr {lr:.3g}")
-            if (step + 1) % LOG_EVERY == 0:
+            if (step + 1) % LOG_EVERY == 0:  # the same steps in every process
+                seen = reader.take()  # the sums sent LOG_EVERY steps ago, every process's
+                if seen is not None:
+                    check_finite(seen, epoch, step, lr)
+                    bar.postfix = (f"loss {seen[LOSS] / seen[CLIPS]:.4f} top1 "
+                                   f"{seen[CORRECT] / seen[CLIPS]:.3f} lr {lr:.3g}")
                 reader.send(all_sum(sums, procs))
             if c.checkpoint_every and (step + 1) % c.checkpoint_every == 0 and step + 1 < self.steps:
                 total = all_sum(sums, procs)  # every process takes part; rank 0 writes

@@ -20,8 +20,9 @@ at pretrained_lr x the rate in their own parameter group (lr 0.1 wipes out a pre
 classifier it re-initialises trains at the full rate.
 
 Nothing in a step waits for the device: the running sums stay there and are copied back without
-blocking every LOG_EVERY steps, read once the copy is done (so a NaN loss stops the run within a few
-steps of it); labels were checked once per split. Checkpoints are written whole (atomic.py), best.pt
+blocking every LOG_EVERY steps, each copy read LOG_EVERY steps later, at the same step in every process
+(so a NaN loss stops every process together, within 2 x LOG_EVERY steps of it: model/epoch.py); labels
+were checked once per split. Checkpoints are written whole (atomic.py), best.pt
 before last.pt, so a kill at any moment leaves a run that resumes to the same result. Resuming is
 exact: the data order and every augmentation are pure functions of (seed, epoch, sample), dropout is
 reseeded from (seed, epoch, step, rank) before each step, the learning rate is a function of the step,

@@ -1,11 +1,14 @@
-"""`ntu-train fit` under torchrun: two CPU processes (gloo) train like one process on the same batch."""
+"""`ntu-train fit` under torchrun: two CPU processes (gloo) train like one process on the same batch, and
+stop together, each with the one-line message, when the loss becomes NaN in one of them."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,76 @@ def test_two_processes_take_the_same_first_step_as_one(tmp_path_factory):
     report = json.loads((root / "two/metrics.json").read_text())
     assert report["num_samples"] == single["num_samples"] == 120
     assert report["top1"] == pytest.approx(single["top1"])
+
+
+# Run by torchrun in each process: `ntu-train` with rank 1's loss NaN from its 4th step on, the sums read
+# back every 2 steps, and a CUDA event's timing on the CPU: a copy of the sums "arrives" at the first
+# query on rank 0, at the third on rank 1 (GPUs finish at different moments; a CPU copy is done at once,
+# so without this both ranks would always read it at the same step).
+NAN_IN_RANK_1 = textwrap.dedent("""
+    import os, sys
+    import model
+    import model.epoch as epoch
+    from cli.train import main
+
+    RANK = int(os.environ["RANK"])
+
+    class LateEvent:
+        def __init__(self):
+            self.queries_left = 0
+        def record(self):
+            self.queries_left = 2 * RANK
+        def query(self):
+            self.queries_left -= 1
+            return self.queries_left < 0
+        def synchronize(self):
+            self.queries_left = -1
+
+    make_reader = epoch.SumsReader.__init__
+    def late_reader(self, device):
+        make_reader(self, device)
+        self.event = LateEvent()
+    epoch.SumsReader.__init__ = late_reader
+    epoch.LOG_EVERY = 2
+    heads_loss, steps = model.heads_loss, [0]
+    def nan_in_rank_1(out, labels, **options):
+        steps[0] += 1
+        loss = heads_loss(out, labels, **options)
+        return loss * float("nan") if RANK == 1 and steps[0] > 3 else loss
+    model.heads_loss = nan_in_rank_1
+    main(sys.argv[1:], prog_name="ntu-train")
+""")
+
+
+@pytest.mark.slow
+def test_a_nan_in_one_process_stops_every_process_with_one_line(tmp_path_factory):
+    """Two gloo processes, 14 steps an epoch; rank 1's loss turns NaN at its 4th step (the all-reduced
+    gradients then spread it). Every process must decide at the same step: catches a process that
+    stops on the NaN alone while the other goes on into the next step's all-reduce (the sums read
+    whenever their copy had arrived: torchrun then tears the group down, and the others end with a
+    traceback or a signal instead of the message)."""
+    root = tmp_path_factory.mktemp("ddp_nan")
+    store = build_store(root)
+    script = root / "nan_in_rank_1.py"
+    script.write_text(NAN_IN_RANK_1)
+    args = ["fit", "--store", str(store), "--protocol", "xsub", "--model", "hcn", "--out", str(root / "run"),
+            "--epochs", "1", "--batch-size", "8", "--frames", "16", "--device", "cpu", "--workers", "0",
+            "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                          "2", "--tee", "3", str(script), *args], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    output = run.stdout + run.stderr
+    assert run.returncode == 1, output
+    steps = []
+    for rank in (0, 1):
+        lines = [line for line in output.splitlines() if line.startswith(f"[default{rank}]:")]
+        errors = [line for line in lines if "Error" in line or "Traceback" in line]
+        assert len(errors) == 1, (rank, output)
+        message = rf"\[default{rank}\]:Error: the training loss became nan in epoch 1 by step (\d+) .*"
+        found = re.fullmatch(message, errors[0])
+        assert found, (rank, output)
+        steps.append(found[1])
+    assert steps[0] == steps[1], output  # the same step in every process
+    assert output.count("exitcode  : 1 ") == 2 and "Signal" not in output, output  # torchrun's summary
+    assert not (root / "run" / "last.pt").exists()

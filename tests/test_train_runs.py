@@ -4,6 +4,7 @@ evaluates anywhere, recipes that learn, every command under the torchrun form.""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -141,16 +142,24 @@ def test_the_recipe_is_printed_and_saved(store, tmp_path):
 @pytest.mark.slow
 def test_the_skeleton_baseline_learns_with_its_default_recipe(tmp_path_factory):
     """Catches the default recipe that diverged: `fit --model hcn` with SGD 0.1 on 600 synthetic samples
-    of 6 classes ended at loss in the hundreds and chance top-1 (0.17). With the HCN paper's recipe the
-    same run reaches 0.80 in 30 epochs (0.83 with Adam at HCN's 0.001 and batch 32); here 15 epochs of
-    16-frame clips, against 3x chance."""
+    of 6 classes ended at loss in the hundreds and chance top-1 (0.17). Here every recipe and clip field
+    is hcn's default (Adam, lr 0.001 at batch 64, weight decay 1e-4, x0.99 per epoch, 32 frames, flip
+    0.5: no two synthetic classes are mirror images of each other, ntu_pipeline/synth/skeleton.py), only
+    the epochs cut to 8 (32 steps; the schedule does not depend on the epoch count). Measured: test
+    top-1 0.55 (0.35-0.61 at every epoch from the 5th to the 15th of a longer run; at most 5/6, as
+    classes 0 and 1 move alike), train loss 3.42 -> 1.38. Asserted: twice chance, and a train loss below
+    a uniform guess's."""
     big = build_store(tmp_path_factory.mktemp("recipe"), samples=600, seed=2)
     out = tmp_path_factory.mktemp("recipe_run") / "run"
-    report = fit(TrainConfig(store=str(big), protocol="xsub", model="hcn", out=str(out), epochs=15, frames=16,
-                             flip=0.0, device="cpu", workers=0, progress=False))
-    assert report["top1"] >= 0.5, report["top1"]
+    config = TrainConfig(store=str(big), protocol="xsub", model="hcn", out=str(out), epochs=8, device="cpu",
+                         workers=0, progress=False)
+    assert config.describe_recipe().endswith("; changed: epochs")  # every other recipe field: hcn's
+    assert (config.frames, config.flip) == (32, 0.5)
+    report = fit(config)
+    chance = 1 / 6
+    assert report["top1"] >= 2 * chance, f"test top-1 {report['top1']:.3f}, chance {chance:.3f} (6 classes)"
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["train_loss"] < 0.6 * lines[0]["train_loss"] and lines[-1]["train_loss"] < 2
+    assert lines[-1]["train_loss"] < math.log(6), lines  # ln 6: the cross-entropy of a uniform guess
 
 
 def kill_every_process_of(out: Path) -> None:
