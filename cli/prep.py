@@ -207,13 +207,16 @@ def preview_command(store, sample, out, columns):
               help="Number of action classes (A001..).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the whole corpus: same seed, same files.")
 @click.option("--no-videos", is_flag=True, help="Write only the .skeleton files.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Parallel worker processes (the files are the same for any number).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def synth_command(out, samples, classes, seed, no_videos, quiet):
+def synth_command(out, samples, classes, seed, no_videos, jobs, quiet):
     """Write a synthetic NTU-format corpus (skeletons, videos)."""
     from ntu_pipeline.synth.corpus import write_synthetic_corpus
 
-    written = write_synthetic_corpus(out, samples, classes, seed, videos=not no_videos, progress=not quiet)
+    written = write_synthetic_corpus(out, samples, classes, seed, videos=not no_videos, progress=not quiet,
+                                     jobs=jobs)
     click.echo(f"wrote {written} samples under {out}")
 
 

@@ -66,7 +66,8 @@ def format_table(runs: list[RunSummary]) -> list[str]:
     lines = [f"{'run':{w}s} {'model':10s} {'protocol':8s} {'epochs':>6s} {'clips':>5s} {'top1':>7s} "
              f"{'top5':>7s}  confusion"]
     for r in runs:
-        lines.append(f"{str(r.run):{w}s} {r.model:10s} {r.protocol:8s} {r.epochs:6d} {r.clips:5d} "
+        epochs = str(r.epochs) if r.epochs else "-"  # an ensemble was not trained
+        lines.append(f"{str(r.run):{w}s} {r.model:10s} {r.protocol:8s} {epochs:>6s} {r.clips:5d} "
                      f"{r.top1:7.4f} {r.top5:7.4f}  {r.run / 'confusion.png'}")
     return lines
 
@@ -109,7 +110,7 @@ def _panel(runs: list[RunSummary], keys: tuple[str, str], title: str, fixed: tup
     lo, hi = fixed or (min(values, default=0.0), max(values, default=1.0))
     hi = hi if hi > lo else lo + 1
     margin = 0.0 if fixed else 0.03 * (hi - lo)  # no marker on the frame
-    ticks = _ticks(lo - margin, hi + margin)
+    ticks = _ticks(max(lo - margin, 0.0) if lo >= 0 else lo - margin, hi + margin)  # a loss is never < 0
     lo, hi = ticks[0], ticks[-1]
     decimals = max(0, int(np.ceil(-np.log10(ticks[1] - ticks[0]) - 1e-9)))
     e_lo, e_hi = min(epochs), max(epochs)

@@ -88,10 +88,13 @@ def test_video_matches_its_skeleton(tmp_path):
 
 
 def test_videos_are_pure_functions_and_sit_beside_the_skeletons(tmp_path):
+    """Catches a corpus that depends on the run (or, written by parallel workers, on their number)."""
     paths = write_corpus(tmp_path / "a", 8, 4, seed=5, videos=True)
-    again = write_corpus(tmp_path / "b", 8, 4, seed=5, videos=True)
+    again = write_corpus(tmp_path / "b", 8, 4, seed=5, videos=True, jobs=2)
+    assert [p.relative_to(tmp_path / "a") for p in paths] == [p.relative_to(tmp_path / "b") for p in again]
     for path, other in zip(paths, again, strict=True):
         video = path.with_name(path.name.replace(".skeleton", "_rgb.avi"))
+        assert path.read_bytes() == other.read_bytes()
         assert video.read_bytes() == other.with_name(video.name).read_bytes()
     assert sorted(p.name for p in (tmp_path / "a").rglob("*.avi")) == sorted(
         p.name.replace(".skeleton", "_rgb.avi") for p in paths)
