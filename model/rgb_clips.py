@@ -7,10 +7,12 @@
 
 The main process decides everything a clip is made of (which stored frames, from the per-sample tables
 it read once, `RGBFrameTable`), so a worker does only what must run in parallel: one shard-index read,
-one read of the chunks' bytes and the JPEG decoding (`ntu_pipeline.store.frame_reader`: 0.84x the
-decode limit on real NTU clips, where reading through zarr gave 0.38x; bench/rgb_loader.py). A batch is
-decoded into one preallocated array (`__getitems__`, which the DataLoader calls with a batch's
-requests), so no per-clip array is allocated and stacked.
+one read of the chunks' bytes and the JPEG decoding (`ntu_pipeline.store.frame_reader`: ~0.9x the
+decode limit on real NTU clips into a reused buffer, where reading through zarr gives ~0.4x;
+bench/rgb_loader.py). A batch is decoded into one array (`__getitems__`, which the DataLoader calls
+with a batch's requests), allocated in shared memory in a worker so that sending it to the main process
+copies nothing; what a worker still pays beyond decoding is the kernel mapping that fresh memory (a
+DataLoader worker delivers ~0.6x the decode limit on this VM; bench/rgb_loader.py's last line).
 """
 
 from __future__ import annotations
@@ -83,11 +85,21 @@ class RGBClips(torch.utils.data.Dataset):
         return torch.from_numpy(self.reader.read(request.index, request.frames))
 
     def __getitems__(self, requests: list[ClipRequest]) -> torch.Tensor:
-        t = len(requests[0].frames)
-        out = torch.empty((len(requests), t, *self.reader.shape[2:]), dtype=torch.uint8)  # (B, T, S, S, 3)
+        shape = (len(requests), len(requests[0].frames), *self.reader.shape[2:])  # (B, T, S, S, 3)
+        out = _batch_buffer(shape)
         for i, request in enumerate(requests):
             self.reader.read(request.index, request.frames, out=out[i].numpy())
         return out
+
+
+def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor of `shape`; in a DataLoader worker, in shared memory from the start
+    (as torch's default_collate does): a batch in private memory is copied into shared memory when it is
+    sent to the main process, one more pass over 50 MB and a fault on every fresh page of it."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 def collate_batch(batch: torch.Tensor) -> torch.Tensor:
