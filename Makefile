@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/model_speed.py
 	$(BIN)/python bench/rgb_stage.py
 	$(BIN)/python bench/rgb_codec.py
+	$(BIN)/python bench/rgb_loader.py
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/export_memory.py
 

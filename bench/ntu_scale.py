@@ -7,7 +7,7 @@
 
 Runs each step as its own process, the installed commands next to this interpreter (.venv/bin):
 
-    synth    ntu-prep synth WORKDIR/skeletons --samples N --classes 60 --no-videos
+    synth    ntu-prep synth WORKDIR/skeletons --samples N --classes 60 --no-videos --jobs J
     extract  ntu-prep extract --skeletons WORKDIR/skeletons --out WORKDIR/ntu60.zarr --dataset ntu60
              --jobs J --overwrite                       (--overwrite: a fresh store, never a resumed one)
     split    ntu-prep split --protocol xsub WORKDIR/ntu60.zarr
@@ -224,7 +224,7 @@ def run_bench(args: argparse.Namespace, steps: list[str], workdir: Path) -> int:
     prep, train = command_for("ntu-prep"), command_for("ntu-train")
     commands = {
         "synth": [*prep, "synth", str(corpus), "--samples", str(args.samples), "--classes", "60",
-                  "--no-videos"],
+                  "--no-videos", "--jobs", str(args.jobs)],
         "extract": [*prep, "extract", "--skeletons", str(corpus), "--out", str(store), "--dataset", "ntu60",
                     "--jobs", str(args.jobs), "--overwrite"],
         "split": [*prep, "split", "--protocol", "xsub", str(store)],
