@@ -77,6 +77,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """`one_thread` for a whole module, its module-scoped runs included (a per-test fixture is set after
+    the module's fixtures were made: on two threads those runs took three times as long)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def train_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("train")

@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from training import build_store, hcn_config
 
@@ -18,17 +17,7 @@ from model.runs import COLOURS
 from model.scores import Scores, read_scores, write_scores
 from model.train import fit
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: why one thread
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_for_the_module():
-    """One torch thread for the module's runs too: conftest's `one_thread` is set per test, after the
-    module's fixtures were made (on two threads, they took three times as long on the shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # conftest.py: why one thread
 
 
 def invoke(*args):

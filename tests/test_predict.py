@@ -28,17 +28,7 @@ FIT = ["--protocol", "xsub", "--epochs", "1", "--batch-size", "4", "--frames", "
        "--device", "cpu", "--workers", "0", "--warmup-epochs", "0", "--quiet"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: why one thread
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_for_the_module():
-    """One torch thread for the module's runs too: conftest's `one_thread` is set per test, after the
-    module's fixtures were made (on two threads, they took three times as long on the shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # conftest.py: why one thread
 
 
 def invoke(*args: str):
