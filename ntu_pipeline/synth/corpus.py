@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 from ..errors import NTUPrepError
@@ -25,6 +26,7 @@ from .skeleton_text import format_skeleton
 from .video import render_video
 
 MARKER = ".ntu-prep-synth.json"
+CHUNK = 16  # samples a task: a skeleton alone takes ~10 ms, too little to send one at a time
 
 
 def write_sample(out_dir: Path, name: str, num_classes: int, seed: int, videos: bool) -> Path:
@@ -50,19 +52,26 @@ def write_corpus(out_dir: Path, num_samples: int, num_classes: int, seed: int = 
     same for any jobs). progress, if given, is called with 1 after each sample (`ProgressBar.advance`).
     """
     names = sample_names(num_samples, num_classes, seed)
+    chunks = [names[i:i + CHUNK] for i in range(0, len(names), CHUNK)]
+    task = partial(write_samples, out_dir, num_classes=num_classes, seed=seed, videos=videos)
     if jobs == 1:
-        written = (write_sample(out_dir, name, num_classes, seed, videos) for name in names)
+        written = map(task, chunks)
     else:
-        from joblib import Parallel, delayed
+        # loky's own reusable executor, as the stages use it (joblib.Parallel cannot reuse that one)
+        from joblib.externals.loky import get_reusable_executor
 
-        written = Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=4)(
-            delayed(write_sample)(out_dir, name, num_classes, seed, videos) for name in names)
+        written = get_reusable_executor(max_workers=jobs).map(task, chunks)
     paths = []
-    for path in written:
-        paths.append(path)
+    for chunk in written:
+        paths += chunk
         if progress is not None:
-            progress(1)
+            progress(len(chunk))
     return sorted(paths)
+
+
+def write_samples(out_dir: Path, names: list[str], num_classes: int, seed: int, videos: bool) -> list[Path]:
+    """`write_sample` for each of `names` (one task of a parallel run)."""
+    return [write_sample(out_dir, name, num_classes, seed, videos) for name in names]
 
 
 def write_synthetic_corpus(out: Path, samples: int, classes: int, seed: int = 0, videos: bool = True,
