@@ -129,5 +129,8 @@ def test_a_nan_in_one_process_stops_every_process_with_one_line(tmp_path_factory
         assert found, (rank, output)
         steps.append(found[1])
     assert steps[0] == steps[1], output  # the same step in every process
-    assert output.count("exitcode  : 1 ") == 2 and "Signal" not in output, output  # torchrun's summary
+    # torchrun's summary: a process ends with 1; torchrun stops the other with SIGTERM the moment the
+    # first one exits, so whether it too reports 1 or -15 is a race, after its line was printed (above)
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", output)
+    assert "1" in codes and set(codes) <= {"1", "-15"}, output
     assert not (root / "run" / "last.pt").exists()
