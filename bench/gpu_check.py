@@ -48,7 +48,6 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -56,50 +55,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_rows, run as a script or loaded by path
 
 import gpu_rows  # noqa: E402  (bench/ on the path first)
-from gpu_rows import MODES, VARIANTS  # noqa: E402
-
-
-@dataclass(frozen=True)
-class CheckSizes:
-    """What the rows run at. frames: T of the clips (RGB and skeleton; a multiple of 16); crop: the RGB
-    side; batch, warmup, steps: of the step and memory rows (compile_warmup compiles); sync_batch: the
-    no-sync row's batch; epoch_clips: the hcn-epoch row's clips; store_*: the synthetic store (samples,
-    stored RGB frames and side, extract jobs); ddp_*: the ddp row's clip and batch; rgb_batch and
-    rgb_batches_per_worker: the rgb-data row's; backend: torch.compile's."""
-
-    frames: int = 32
-    crop: int = 224
-    classes: int = 60
-    batch: int = 32
-    warmup: int = 3
-    steps: int = 10
-    compile_warmup: int = 2
-    compile_steps: int = 5
-    sync_batch: int = 4
-    epoch_clips: int = 40_091  # NTU60 xsub's train split
-    store_samples: int = 96
-    store_frames: int = 32
-    store_size: int = 256
-    store_jobs: int = os.cpu_count() or 1
-    ddp_frames: int = 16
-    ddp_crop: int = 112
-    ddp_batch: int = 4
-    ddp_steps: int = 3
-    rgb_batch: int = 16
-    rgb_batches_per_worker: int = 8
-    backend: str = "inductor"
-
-    def __post_init__(self):
-        if self.frames % 16 or self.ddp_frames % 16:
-            raise ValueError(f"frames must be multiples of 16 (HCN), got {self.frames}, {self.ddp_frames}")
-        if min(self.batch, self.sync_batch, self.ddp_batch) < 2:
-            raise ValueError("batches must be >= 2 (DSFM's BatchNorm needs two clips in training)")
-        if max(self.crop, self.ddp_crop) > self.store_size:
-            raise ValueError(f"crops must fit the stored {self.store_size}^2 frames")
-        if min(self.steps, self.compile_steps, self.store_jobs) < 1 or self.rgb_batches_per_worker < 2:
-            raise ValueError("steps, compile_steps and store_jobs must be >= 1, rgb_batches_per_worker >= 2 "
-                             "(the first batch of each worker is not timed)")
-
+from gpu_rows import MODES, VARIANTS, CheckSizes  # noqa: E402
 
 PAPER = CheckSizes()
 QUICK = dataclasses.replace(PAPER, steps=3, compile_steps=2, epoch_clips=4_009, rgb_batches_per_worker=3)

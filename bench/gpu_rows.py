@@ -1,10 +1,9 @@
 """The rows of bench/gpu_check.py: each checks or measures one CUDA path of training, returns its line.
 
-    from gpu_check import PAPER         # bench/ on sys.path; gpu_check imports this module
-    from gpu_rows import step_rates
-    step_rates("ccdfarm", torch.device("cuda"), PAPER)  # "fp32 R, bf16 R (Nx), compile R (Nx) clips/s at .."
+    from gpu_rows import CheckSizes, step_rates   # bench/ on sys.path; gpu_check imports this, never back
+    step_rates("ccdfarm", torch.device("cuda"), CheckSizes())  # "fp32 R, bf16 R (Nx), compile R (Nx) .."
 
-Each row takes the device and gpu_check's CheckSizes (what it runs at) and returns one result line, or
+Each row takes the device and a CheckSizes (what it runs at) and returns one result line, or
 raises (CheckFailed where it ran but found what it checks for missing); gpu_check.py lists the rows,
 runs them and prints the table. What each row runs is described in gpu_check.py's docstring. The rows
 share `make_trainer` (the real `ntu-train` step, Trainer.train_epoch) and `run_epoch` (it, timed); on a
@@ -24,7 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,20 +32,59 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import model as models  # noqa: E402  (the repository on the path first)
-from model.checkpoint import SUMS  # noqa: E402
-from model.config import RECIPES, TrainConfig  # noqa: E402
-from model.data import Batch, ClipSpec, SplitData, SplitInfo, read_split  # noqa: E402
-from model.distributed import Processes, start_processes, stop_processes  # noqa: E402
-from model.epoch import Trainer, TrainProgress  # noqa: E402
-from model.runtime import Runtime, build_network  # noqa: E402
-from model.skeletons import PackedSkeletons  # noqa: E402
-from model.train import _optimizer  # noqa: E402
-
-if TYPE_CHECKING:  # the sizes are the command's; a row only reads them
-    from gpu_check import CheckSizes
+from model.data.skeletons import PackedSkeletons  # noqa: E402
+from model.data.split import Batch, ClipSpec, SplitData, SplitInfo, read_split  # noqa: E402
+from model.training.checkpoint import SUMS  # noqa: E402
+from model.training.config import RECIPES, TrainConfig  # noqa: E402
+from model.training.distributed import Processes, start_processes, stop_processes  # noqa: E402
+from model.training.epoch import Trainer, TrainProgress  # noqa: E402
+from model.training.fit import make_optimizer  # noqa: E402
+from model.training.runtime import Runtime, build_network  # noqa: E402
 
 VARIANTS = ("hcn", "i3d", "ccdfarm")
 MODES = ("fp32", "bf16", "compile")
+
+
+@dataclass(frozen=True)
+class CheckSizes:
+    """What the rows run at. frames: T of the clips (RGB and skeleton; a multiple of 16); crop: the RGB
+    side; batch, warmup, steps: of the step and memory rows (compile_warmup compiles); sync_batch: the
+    no-sync row's batch; epoch_clips: the hcn-epoch row's clips; store_*: the synthetic store (samples,
+    stored RGB frames and side, extract jobs); ddp_*: the ddp row's clip and batch; rgb_batch and
+    rgb_batches_per_worker: the rgb-data row's; backend: torch.compile's."""
+
+    frames: int = 32
+    crop: int = 224
+    classes: int = 60
+    batch: int = 32
+    warmup: int = 3
+    steps: int = 10
+    compile_warmup: int = 2
+    compile_steps: int = 5
+    sync_batch: int = 4
+    epoch_clips: int = 40_091  # NTU60 xsub's train split
+    store_samples: int = 96
+    store_frames: int = 32
+    store_size: int = 256
+    store_jobs: int = os.cpu_count() or 1
+    ddp_frames: int = 16
+    ddp_crop: int = 112
+    ddp_batch: int = 4
+    ddp_steps: int = 3
+    rgb_batch: int = 16
+    rgb_batches_per_worker: int = 8
+    backend: str = "inductor"
+
+    def __post_init__(self):
+        if self.frames % 16 or self.ddp_frames % 16:
+            raise ValueError(f"frames must be multiples of 16 (HCN), got {self.frames}, {self.ddp_frames}")
+        if min(self.batch, self.sync_batch, self.ddp_batch) < 2:
+            raise ValueError("batches must be >= 2 (DSFM's BatchNorm needs two clips in training)")
+        if max(self.crop, self.ddp_crop) > self.store_size:
+            raise ValueError(f"crops must fit the stored {self.store_size}^2 frames")
+        if min(self.steps, self.compile_steps, self.store_jobs) < 1 or self.rgb_batches_per_worker < 2:
+            raise ValueError("steps, compile_steps and store_jobs must be >= 1, rgb_batches_per_worker >= 2 "
+                             "(the first batch of each worker is not timed)")
 
 
 class CheckFailed(RuntimeError):
@@ -137,7 +174,7 @@ def make_trainer(name: str, device: torch.device, data, batch: int, frames: int,
     if mode == "compile":
         train_net = torch.compile(train_net, backend=backend)
     steps = max(data.steps if isinstance(data, RepeatedBatch) else len(data.info) // batch, 1)
-    return Trainer(config, procs, net, train_net, _optimizer(net, config, []), runtime, data, steps)
+    return Trainer(config, procs, net, train_net, make_optimizer(net, config, []), runtime, data, steps)
 
 
 def run_epoch(trainer: Trainer, epoch: int = 0) -> float:
@@ -236,7 +273,7 @@ def _sync_debug_errors(device: torch.device):
 def no_sync(name: str, store: Path, device: torch.device, sizes: CheckSizes, workers: int) -> str:
     """A real epoch of `name` on `store` (its train split at sizes.sync_batch) with the running sums
     read back after every step, under the sync debug mode on CUDA: a host-device wait raises."""
-    import model.epoch
+    from model.training import epoch
 
     config = TrainConfig(store=str(store), protocol="xsub", model=name, out="unused", frames=sizes.frames,
                          crop=sizes.crop, device=device.type, workers=workers, progress=False)
@@ -244,14 +281,14 @@ def no_sync(name: str, store: Path, device: torch.device, sizes: CheckSizes, wor
     data = SplitData(info, config.clip_spec(), device, config.seed, workers)
     trainer = make_trainer(name, device, data, sizes.sync_batch, sizes.frames, sizes.crop,
                            len(info.class_names))
-    every, model.epoch.LOG_EVERY = model.epoch.LOG_EVERY, 1  # the sums sent and read back in every step
+    every, epoch.LOG_EVERY = epoch.LOG_EVERY, 1  # the sums sent and read back in every step
     try:
         with _sync_debug_errors(device):
             sums = torch.zeros(len(SUMS), dtype=torch.float64, device=device)
             bar = TrainProgress(trainer.steps, "clips", "no-sync", enabled=False)
             trainer.train_epoch(0, 0, sums, bar, lambda *_: None)
     finally:
-        model.epoch.LOG_EVERY = every
+        epoch.LOG_EVERY = every
     synchronize(device)  # after the debug mode: an error of the steps' kernels surfaces here
     checked = "no host-device wait" if device.type == "cuda" else "not checked for waits (CUDA only)"
     return f"{trainer.steps} steps at batch {sizes.sync_batch}, {workers} workers: {checked}"

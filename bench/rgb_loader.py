@@ -18,7 +18,7 @@ every path reads every shard first. Rows:
                        the limit, the baseline (a new array per frame would also time malloc and page
                        faults, which vary with the heap's state: 0 or ~1,500 faults a clip)
     decode into a clip the same into a new (T, S, S, 3) array per clip, as a loader hands clips on
-    zarr (RGBClips)    today's worker (model/data.py RGBClips.__getitem__, reproduced here): the group
+    zarr (RGBClips)    today's worker (model/data/split.py RGBClips.__getitem__, reproduced here): the group
                        opened once; per sample rgb/frame_index[i], the clip's positions, the frames
                        through zarr (array[i], or one array[i, t] per distinct frame), and
                        skeleton/frame_index[i] to match the skeleton frames (a fused model)
@@ -29,7 +29,7 @@ every path reads every shard first. Rows:
     reader alone       FrameReader.read(i) only
     reader alone, out= the same into a row of one (8, T, S, S, 3) batch buffer (`read(..., out=)`), as a
                        worker filling its batch in place (DataLoader `__getitems__`) would
-    worker batch       the worker itself: model/rgb_clips.py RGBClips.__getitems__ on each 8 samples'
+    worker batch       the worker itself: model/data/rgb_clips.py RGBClips.__getitems__ on each 8 samples'
                        ClipRequests, a new (8, T, S, S, 3) batch tensor a call, as the DataLoader calls it
 
 clips/s are of this process's CPU time (zarr's threads included; wall time beside it), median over the
@@ -37,7 +37,7 @@ passes, with the best pass, x = against decode only, and the minor page faults a
 the kernel had to map and zero). Target: a worker >= 0.8x decode only.
 
 Then one worker as training runs it: a DataLoader over RGBClips (batches of 8 in a new random order each
-pass, collate_batch, prefetch 4, as model/data.py SplitData makes it) with one worker process pinned to
+pass, collate_batch, prefetch 4, as model/data/split.py SplitData makes it) with one worker process pinned to
 the measuring core and the main process on another core, only taking the batches (no crop, no model):
 clips/s of wall time from the first batch to the last (what one core hands the main process, the
 shared-memory hand-over included) and of the worker's CPU time (every clip, its start included), median
@@ -103,7 +103,7 @@ def clip_positions(rgb_index: np.ndarray, frames: int) -> np.ndarray:
     """The clip's stored positions (frames,), as RGBClips computes them for a fixed-frame store."""
     import torch
 
-    from model.transforms import window_positions
+    from model.data.transforms import window_positions
 
     stored = torch.tensor([max(int((rgb_index >= 0).sum()), 1)])
     return window_positions(stored, frames, torch.ones(1), None)[0].round().long().numpy()
@@ -231,7 +231,7 @@ def one_worker(store: Path, requests: list, passes: int, seed: int, worker_core:
     `worker_core`, this process on `main_core` taking the batches (a new random order each pass)."""
     import torch
 
-    from model.rgb_clips import RGBClips, collate_batch
+    from model.data.rgb_clips import RGBClips, collate_batch
 
     def pin_worker(_: int) -> None:
         os.sched_setaffinity(0, {worker_core})
@@ -329,7 +329,7 @@ def run(store: Path, args) -> None:
     torch.set_num_threads(1)
     numcodecs.blosc.set_nthreads(1)
 
-    from model.rgb_clips import ClipRequest, RGBClips
+    from model.data.rgb_clips import ClipRequest, RGBClips
     from ntu_pipeline.store import open_store
     from ntu_pipeline.store.frame_reader import FrameReader
 

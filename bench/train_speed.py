@@ -5,7 +5,7 @@
     .venv/bin/python bench/train_speed.py --store ntu60.zarr --variants hcn,ccdfarm --workers 16
 
 Per variant it measures, in clips/s:
-    data   the training data path alone (`model.data.SplitData.batches`, train mode, on the device):
+    data   the training data path alone (`model.data.split.SplitData.batches`, train mode, on the device):
            skeleton-only for hcn (resident skeletons: window, resampling, flip, motion), RGB + skeleton
            for the others (DataLoader workers decoding JPEG frames, random resized crop and flip on the
            device, the skeleton at the clip's frames)
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import model
-from model.data import ClipSpec, SplitData, read_split
+from model.data.split import ClipSpec, SplitData, read_split
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.splits import make_split

@@ -9,7 +9,7 @@ import dataclasses
 
 
 def config_default(config: type, name: str):
-    """The default of dataclass `config`'s field `name` (its factory's value for a default_factory)."""
+    """The default of dataclass `config`'s field `name` (a default_factory itself: click calls it)."""
     field = {f.name: f for f in dataclasses.fields(config)}[name]
     if field.default is not dataclasses.MISSING:
         return field.default

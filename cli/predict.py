@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from cli.errors import CONTEXT, user_errors
-from model.config import default_device
+from model.training.config import default_device
 
 FILE_OR_FOLDER = click.Path(exists=True, path_type=Path)
 
@@ -40,7 +40,7 @@ def predict_command(checkpoint, skeleton, video, clips, picture, as_json, device
     both. A recording that cannot be used is one line on stderr saying why; the exit code is 1 when
     none could be predicted. A file named like an NTU sample shows its true class too.
     """
-    from model.recordings import Failure, find_recordings, predict_recordings
+    from model.predict.recordings import Failure, find_recordings, predict_recordings
 
     recordings = find_recordings(skeleton, video)
     results = predict_recordings(checkpoint, recordings, clips=clips, device=device,

@@ -23,7 +23,7 @@ RUNS = click.argument("runs", nargs=-1, required=True, type=click.Path(exists=Tr
 @user_errors
 def summary_command(runs, plot):
     """A table of finished runs (model, protocol, epochs, clips, test top-1 and top-5), and curves."""
-    from model.runs import format_table, plot_curves, read_run
+    from model.results.runs import format_table, plot_curves, read_run
 
     summaries = [read_run(run) for run in runs]
     if plot is not None:  # first: a figure that cannot be drawn is the one line of output
@@ -68,7 +68,7 @@ class WeightsCommand(click.Command):
 @user_errors
 def ensemble_command(runs, weights, out):
     """Late fusion: the weighted sum of saved logits (a run or eval directory, or its scores.npz)."""
-    from model.ensemble import ensemble_report
+    from model.results.ensemble import ensemble_report
 
     given = None if weights is None else weights.replace(",", " ").split()
     if given is not None and not (given and all(_is_number(w) for w in given)):

@@ -10,23 +10,23 @@
 
 Options map onto `model.config.TrainConfig` (fit: its defaults are read from the dataclass, so the two
 cannot drift; recipe fields default to the model's recipe), `evaluate_checkpoint` (eval) and
-`model.recordings` (predict).
+`model.predict.recordings` (predict).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import click
 
 from cli.errors import CONTEXT, user_errors
+from cli.options import config_default
 from cli.predict import predict_command
 from cli.results import ensemble_command, summary_command
 from model import MODEL_NAMES
-from model.config import OPTIMIZERS, SCHEDULES, TrainConfig, default_device, default_workers
-from model.transforms import NORMALIZATIONS
+from model.data.transforms import NORMALIZATIONS
+from model.training.config import OPTIMIZERS, SCHEDULES, TrainConfig, default_device, default_workers
 from ntu_pipeline.errors import Interrupted
 from ntu_pipeline.manifests import protocols
 
@@ -34,17 +34,12 @@ STORE = click.option("--store", required=True, type=click.Path(exists=True, file
                      help="A store prepared by ntu-prep (with RGB for every model but hcn).")
 PROTOCOL = click.option("--protocol", required=True, type=click.Choice(sorted(protocols())),
                         help="The split to use (`ntu-prep split` writes it).")
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 RECIPE = "the model's recipe"
 
 
 def config_option(name: str, help: str, **options):
     """A `fit` option for TrainConfig field `name`, its default the dataclass's (None: the recipe's)."""
-    field = FIELDS[name]
-    if field.default is not dataclasses.MISSING:
-        default = field.default
-    else:
-        default = field.default_factory
+    default = config_default(TrainConfig, name)
     if default is None:
         options.setdefault("show_default", RECIPE)
     elif isinstance(default, bool):
@@ -128,7 +123,7 @@ def fit_command(store, protocol, model_name, out, resume, quiet, **settings):
     settings["init_from"] = tuple(settings["init_from"])
     config = TrainConfig(store=str(store), protocol=protocol, model=model_name, out=str(out),
                          progress=not quiet, **settings)
-    from model.train import fit
+    from model.training.fit import fit
 
     try:
         report = fit(config, resume=resume)
@@ -162,7 +157,7 @@ def fit_command(store, protocol, model_name, out, resume, quiet, **settings):
 @user_errors
 def eval_command(checkpoint, store, protocol, out, model_name, clips, batch_size, device, workers):
     """Top-1, top-5 and per-class accuracy of CHECKPOINT on the test split of PROTOCOL."""
-    from model.evaluate import evaluate_checkpoint
+    from model.training.evaluate import evaluate_checkpoint
     from ntu_pipeline.store.splits import describe_left_out
 
     report = evaluate_checkpoint(checkpoint, store, protocol, out, model=model_name, batch_size=batch_size,

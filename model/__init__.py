@@ -1,8 +1,16 @@
-"""The CC-DFARM model package: I3D and HCN streams, MMTM/DSFM/MFFM/TIAM fusion, variants by name.
+"""Networks for NTU RGB+D and everything `ntu-train` does with them, one room per job:
+
+    networks/   i3d, hcn, tiam, fusion (MMTM, DSFM, MFFM), ccdfarm; build.py: every network by name and
+                what it takes (`network_spec`)
+    data/       a split of a prepared store -> batches; packed skeletons, RGB clips, transforms, motion
+    results/    scores, reports, ensembles, finished runs (pure numbers and pictures)
+    training/   config, fit, epoch, checkpoints, processes, runtime, evaluation of a network on a split
+    predict/    a trained checkpoint on one's own recordings, and its picture
+Each room imports only rooms listed above it (networks uses data's motion rule alone).
 
     import model
     net = model.build("ccdfarm", num_classes=60)   # or any of model.MODEL_NAMES
-    out = net(rgb, skeleton)                        # rgb (B, 3, T, H, W), skeleton (B, 3, 32, 25, 2)
+    out = net(rgb=rgb, skeleton=skeleton)           # rgb (B, 3, T, H, W), skeleton (B, 3, 32, 25, 2)
     loss = model.heads_loss(out, labels)            # out["logits"] is the prediction; labels (B,) int64
     model.load_pytorch_i3d(net, "rgb_imagenet.pt")  # optional ImageNet/Charades I3D start
 
@@ -14,19 +22,18 @@ Motion (paper eq. 2), one definition everywhere: `skeleton_motion(skeleton)`, M_
 frames the model is given (after temporal sampling), zero where the actor is absent (its (3, 25) slice
 all zero) in frame t or t+1, and zero at the last frame. The networks compute it when `motion` is None;
 the store's per-frame `skeleton/motion` follows the same rule at full frame rate.
-
-Files: i3d.py (RGB stream, checkpoint loading), hcn.py (skeleton stream, motion), tiam.py, fusion.py
-(MMTM, DSFM, MFFM), ccdfarm.py (the two-stream network, `build`, `heads_loss`).
 """
 
-from model.ccdfarm import MODEL_NAMES, TwoStreamConfig, TwoStreamNet, build, heads_loss, to_channels_last_3d
-from model.fusion import DSFM, MFFM, MMTM
-from model.hcn import HCN, HCNConfig, skeleton_motion
-from model.i3d import I3D, I3DConfig, load_pytorch_i3d, pytorch_i3d_key_map
-from model.tiam import TIAM
+from model.data.motion import skeleton_motion
+from model.networks.build import INPUTS, MODEL_NAMES, NetworkSpec, build, network_spec
+from model.networks.ccdfarm import TwoStreamConfig, TwoStreamNet, heads_loss, to_channels_last_3d
+from model.networks.fusion import DSFM, MFFM, MMTM
+from model.networks.hcn import HCN, HCNConfig
+from model.networks.i3d import I3D, I3DConfig, load_pytorch_i3d, pytorch_i3d_key_map
+from model.networks.tiam import TIAM
 
 __all__ = [
-    "DSFM", "HCN", "HCNConfig", "I3D", "I3DConfig", "MFFM", "MMTM", "MODEL_NAMES", "TIAM",
-    "TwoStreamConfig", "TwoStreamNet", "build", "heads_loss", "load_pytorch_i3d", "pytorch_i3d_key_map",
-    "skeleton_motion", "to_channels_last_3d",
+    "DSFM", "HCN", "HCNConfig", "I3D", "I3DConfig", "INPUTS", "MFFM", "MMTM", "MODEL_NAMES", "NetworkSpec",
+    "TIAM", "TwoStreamConfig", "TwoStreamNet", "build", "heads_loss", "load_pytorch_i3d", "network_spec",
+    "pytorch_i3d_key_map", "skeleton_motion", "to_channels_last_3d",
 ]

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from training import build_store, hcn_config
 
 from cli.train import main
-from model.runs import COLOURS
-from model.scores import Scores, read_scores, write_scores
-from model.train import fit
+from model.results.runs import COLOURS
+from model.results.scores import Scores, read_scores, write_scores
+from model.training.fit import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")  # conftest.py: why one thread
 
@@ -127,7 +127,7 @@ def test_summary_plots_every_run(runs, tmp_path):
     assert [row.split()[1] for row in rows] == ["hcn", "hcn", "ensemble"]
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     image = cv2.imread(str(png))
-    panels = image[:380]  # model/runs.py: PANEL_H, above the legend
+    panels = image[:380]  # model/results/runs.py: PANEL_H, above the legend
     for colour, drawn in zip(COLOURS[:3], (True, True, False), strict=True):
         pixels = int(np.all(panels == colour, axis=2).sum())
         assert (pixels > 50) == drawn, (colour, pixels)

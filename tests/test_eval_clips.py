@@ -21,10 +21,10 @@ import torch
 from click.testing import CliRunner
 
 from cli.train import main
-from model.checkpoint import load_checkpoint
-from model.data import ClipSpec, SplitData, read_split
-from model.evaluate import evaluate_split, evaluation_config, trained_network
-from model.scores import read_scores
+from model.data.split import ClipSpec, SplitData, read_split
+from model.results.scores import read_scores
+from model.training.checkpoint import load_checkpoint
+from model.training.evaluate import evaluate_split, evaluation_config, trained_network
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store, read_strings
 from ntu_pipeline.store.splits import make_split
@@ -193,9 +193,9 @@ def test_two_processes_evaluate_ten_clips_as_one(hcn_run, stores, tmp_path):
         import numpy as np
         import torch.distributed as dist
         from pathlib import Path
-        from model.checkpoint import load_checkpoint
-        from model.data import SplitData, read_split
-        from model.evaluate import evaluate_split, evaluation_config, trained_network
+        from model.training.checkpoint import load_checkpoint
+        from model.data.split import SplitData, read_split
+        from model.training.evaluate import evaluate_split, evaluation_config, trained_network
         dist.init_process_group("gloo")
         path, store, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
         saved = load_checkpoint(path)

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-import model.data
-import model.epoch
-from model import transforms as T
-from model.checkpoint import SUMS
-from model.data import ClipSpec, SplitData, read_split
-from model.epoch import TrainProgress
-from model.skeletons import load_packed
+import model.data.split
+import model.training.epoch
+from model.data import transforms as T
+from model.data.skeletons import load_packed
+from model.data.split import ClipSpec, SplitData, read_split
+from model.training.checkpoint import SUMS
+from model.training.epoch import TrainProgress
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,7 +108,7 @@ def watching_host_copies(monkeypatch) -> Iterator[HostCopies]:
     for name in ("tensor", "as_tensor"):
         monkeypatch.setattr(torch, name, factory(getattr(torch, name), f"torch.{name}"))
     monkeypatch.setattr(torch.Tensor, "new_tensor", factory(torch.Tensor.new_tensor, "Tensor.new_tensor"))
-    to_device = model.data._to_device
+    to_device = model.data.split._to_device
 
     def per_epoch(array, device):  # pinned and non-blocking on CUDA, once an epoch: allowed
         watch.allowed = True
@@ -117,7 +117,7 @@ def watching_host_copies(monkeypatch) -> Iterator[HostCopies]:
         finally:
             watch.allowed = False
 
-    monkeypatch.setattr(model.data, "_to_device", per_epoch)
+    monkeypatch.setattr(model.data.split, "_to_device", per_epoch)
     with watch:
         yield watch
 
@@ -161,7 +161,7 @@ def test_a_training_epoch_on_the_device_mixes_reads_and_copies_nothing(name, tin
     info = read_split(tiny_store, "xsub", "train", spec.rgb, spec.skeleton)
     data = SplitData(info, spec, META)
     trainer = gpu_rows.make_trainer(name, META, data, 2, 16, 32, len(info.class_names))
-    monkeypatch.setattr(model.epoch, "LOG_EVERY", 10**6)  # the sums' read-back: meta has nothing to read
+    monkeypatch.setattr(model.training.epoch, "LOG_EVERY", 10**6)  # the sums' read-back: nothing on meta
     sums = torch.zeros(len(SUMS), dtype=torch.float64, device=META)
     with watching_host_copies(monkeypatch) as watch:
         bar = TrainProgress(trainer.steps, "clips", "meta", enabled=False)
@@ -279,7 +279,7 @@ def test_the_speed_benches_time_a_step_that_reads_nothing_back():
     assert model_speed.train_throughput("hcn", "fp32", args) > 0
     skeleton = torch.empty(2, 3, 16, 25, 2, device=META)
     labels = torch.zeros(2, dtype=torch.int64, device=META)
-    sample = model.data.Batch(None, skeleton, skeleton, labels, torch.arange(2, device=META))
+    sample = model.data.split.Batch(None, skeleton, skeleton, labels, torch.arange(2, device=META))
     assert train_speed.model_rate("hcn", sample, 60, 1, META) > 0
 
 
@@ -289,7 +289,7 @@ def test_the_loader_bench_counts_one_worker_from_its_own_cpu_time(tiny_store):
     counted from the worker's CPU time, which is only there once the exhausted loader has joined its
     worker (read before, it is 0: a division by zero or an infinite rate), and the process is back on
     the measuring core afterwards."""
-    from model.rgb_clips import ClipRequest
+    from model.data.rgb_clips import ClipRequest
 
     cores = sorted(os.sched_getaffinity(0))
     requests = [ClipRequest(i, np.arange(16)) for i in range(12)]

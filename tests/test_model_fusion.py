@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from model.fusion import DSFM, MFFM, MMTM
+from model.networks.fusion import DSFM, MFFM, MMTM
 
 
 def _randomise_bn(bn: torch.nn.BatchNorm1d, gen: torch.Generator) -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import model
-from model.i3d import I3D, ConvBN3d, I3DConfig, SamePadMaxPool3d, load_pytorch_i3d, same_padding
+from model.networks.i3d import I3D, ConvBN3d, I3DConfig, SamePadMaxPool3d, load_pytorch_i3d, same_padding
 
 # (name, in, out, kernel) of the stem convolutions, and Mixed blocks as (name, in, widths).
 PUBLIC_STEM = [("Conv3d_1a_7x7", 3, 64, 7), ("Conv3d_2b_1x1", 64, 64, 1), ("Conv3d_2c_3x3", 64, 192, 3)]

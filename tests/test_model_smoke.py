@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import model
-from model.ccdfarm import TWO_STREAM_VARIANTS
 
 K = 7
 RGB_SHAPE = (2, 3, 8, 64, 64)
@@ -61,7 +60,7 @@ def test_forward_backward_every_parameter_learns(name):
             zero.append(pname)
     # Only the inside of TIAM waits for its last BN to leave zero; everything else learns from step one.
     assert all(".tiam." in n and n.split(".tiam.")[1].startswith(TIAM_INNER) for n in zero), zero
-    if "tiam" in TWO_STREAM_VARIANTS.get(name, {}):
+    if model.network_spec(name).variant.get("tiam"):
         assert zero, "TIAM's last BN should start at zero"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.tiam import TIAM
+from model.networks.tiam import TIAM
 
 
 def _wake(tiam: TIAM, gen: torch.Generator) -> TIAM:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import model
-from model.fusion import DSFM, MMTM
+from model.networks.fusion import DSFM, MMTM
 
 K = 5
 RGB_SHAPE = (3, 3, 8, 32, 32)  # I3D at 8 frames x 32^2: Mixed_5b/5c are 1 x 1 x 1 maps

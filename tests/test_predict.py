@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from cli.train import main
-from model.scores import read_scores
+from model.results.scores import read_scores
 from ntu_pipeline.manifests import class_names
 from ntu_pipeline.stages.rgb_options import RgbOptions
 from ntu_pipeline.stages.runner import ExtractConfig, extract
@@ -161,7 +161,7 @@ def test_a_recording_is_prepared_with_the_rgb_options_its_store_recorded(options
     """`rgb_extract_options` maps a store's recorded RGB options (a checkpoint's `inputs["rgb"]`) onto the
     extract run that prepares a recording: that run records them again, unchanged (catches a field
     dropped, `frames: all` or lz4 read back as something else)."""
-    from model.recordings import rgb_extract_options
+    from model.predict.recordings import rgb_extract_options
 
     fields = rgb_extract_options(options.record())
     config = ExtractConfig(videos=Path("videos"), out=Path("out.zarr"), **fields)

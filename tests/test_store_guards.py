@@ -169,7 +169,7 @@ def test_a_fit_refused_before_training_leaves_no_folder(raw, tmp_path):
 
 def test_a_file_that_is_not_a_pytorch_i3d_checkpoint_is_one_line(tmp_path):
     from model import build
-    from model.checkpoint import pretrained_names
+    from model.training.checkpoint import pretrained_names
     from ntu_pipeline.errors import CheckpointError
 
     bad = tmp_path / "rgb_imagenet.pt"

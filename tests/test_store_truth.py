@@ -23,7 +23,7 @@ from stores import assert_same_arrays, shards_done
 
 from cli.prep import main
 from cli.train import main as train_main
-from model.data import read_split
+from model.data.split import read_split
 from ntu_pipeline.errors import IncompleteStoreError, StoreFormatError
 from ntu_pipeline.export.common import ExportConfig, SampleTable
 from ntu_pipeline.export.pyskl import write_pyskl

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import model
-from model import data as D
-from model import transforms as T
-from model.config import TrainConfig
-from model.epoch import learning_rate
-from model.reports import classification_report, confusion_matrix, draw_confusion
-from model.skeletons import load_packed, packed_bytes
+from model.data import split as D
+from model.data import transforms as T
+from model.data.skeletons import load_packed, packed_bytes
+from model.results.reports import classification_report, confusion_matrix, draw_confusion
+from model.training.config import TrainConfig
+from model.training.epoch import learning_rate
 from ntu_pipeline.skeleton import normalize as reference
 from ntu_pipeline.store import open_store
 from ntu_pipeline.synth.skeleton import REST_POSE

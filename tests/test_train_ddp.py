@@ -15,8 +15,8 @@ import pytest
 import torch
 from training import build_store
 
-from model.config import TrainConfig
-from model.train import fit
+from model.training.config import TrainConfig
+from model.training.fit import fit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ def test_two_processes_take_the_same_first_step_as_one(tmp_path_factory):
 NAN_IN_RANK_1 = textwrap.dedent("""
     import os, sys
     import model
-    import model.epoch as epoch
+    import model.training.epoch as epoch
     from cli.train import main
 
     RANK = int(os.environ["RANK"])

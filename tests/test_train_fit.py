@@ -20,10 +20,10 @@ from training import hcn_config
 
 import model
 from cli.train import main
-from model.checkpoint import load_checkpoint
-from model.config import TrainConfig
-from model.evaluate import evaluate_checkpoint
-from model.train import fit
+from model.training.checkpoint import load_checkpoint
+from model.training.config import TrainConfig
+from model.training.evaluate import evaluate_checkpoint
+from model.training.fit import fit
 from ntu_pipeline.store import open_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -231,7 +231,7 @@ def test_evaluate_checkpoint_api(finished_run, skeleton_store):
 
 def test_init_from_starts_the_skeleton_stream_of_a_fused_model(finished_run, skeleton_store):
     """Catches --init-from loading into the wrong module, or silently loading nothing."""
-    from model.checkpoint import init_stream
+    from model.training.checkpoint import init_stream
     from ntu_pipeline.errors import CheckpointError
 
     class_names = tuple(open_store(skeleton_store).attrs["class_names"])

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 import model
 from cli.train import main
-from model import data as D
-from model import transforms as T
-from model.rgb_clips import ClipRequest, RGBClips
+from model.data import split as D
+from model.data import transforms as T
+from model.data.rgb_clips import ClipRequest, RGBClips
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.splits import make_split
@@ -27,7 +27,7 @@ from ntu_pipeline.synth.corpus import write_corpus
 from ntu_pipeline.video.crop import project_to_crop
 
 # Kinect v2 joint names in the files' order; a joint's partner has Left and Right swapped. The test's
-# own table, so that it checks the code's (model.data.MIRROR_JOINTS) rather than repeating it.
+# own table, so that it checks the code's (model.data.split.MIRROR_JOINTS) rather than repeating it.
 KINECT_JOINTS = ("SpineBase SpineMid Neck Head ShoulderLeft ElbowLeft WristLeft HandLeft ShoulderRight "
                  "ElbowRight WristRight HandRight HipLeft KneeLeft AnkleLeft FootLeft HipRight KneeRight "
                  "AnkleRight FootRight SpineShoulder HandTipLeft ThumbLeft HandTipRight ThumbRight").split()
@@ -214,11 +214,11 @@ def test_a_fused_run_logs_the_prediction_loss_apart_from_the_heads_sum(rgb_store
     (out["logits"]) as `classification_report` computes the test loss, `train_heads_loss` the sum over
     the three heads, which is larger. Catches the two swapped or merged (for HCN they are equal, so only
     a fused model tells them apart) and a train loss on another definition than the test loss."""
-    from model.config import TrainConfig
-    from model.epoch import step_seed
-    from model.reports import classification_report
-    from model.runtime import Runtime, build_network
-    from model.train import fit
+    from model.results.reports import classification_report
+    from model.training.config import TrainConfig
+    from model.training.epoch import step_seed
+    from model.training.fit import fit
+    from model.training.runtime import Runtime, build_network
 
     config = TrainConfig(store=str(rgb_store), protocol="xsub", model="ccdfarm", out=str(tmp_path / "run"),
                          epochs=1, batch_size=8, frames=16, crop=32, device="cpu", workers=0, progress=False)
@@ -277,8 +277,8 @@ def test_the_fused_model_learns_with_its_default_recipe(learn_store, tmp_path):
     epochs (one epoch is 12 clips: noisy). Measured: loss 0.72, top-1 0.77 on average there (loss 4.09
     in epoch 1). What it cannot show is test accuracy: I3D's BatchNorm statistics (momentum 0.01) need
     hundreds of steps (test_ccdfarm_fits_its_training_clips says more); test top-1 ends at 0.33."""
-    from model.config import TrainConfig
-    from model.train import fit
+    from model.training.config import TrainConfig
+    from model.training.fit import fit
 
     out = tmp_path / "run"
     config = TrainConfig(store=str(learn_store), protocol="xsub", model="ccdfarm", out=str(out), epochs=20,

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from training import build_store, hcn_config
 
 from cli.train import main
-from model.checkpoint import load_checkpoint
-from model.config import TrainConfig
-from model.train import RUN_LOCK, fit
+from model.training.checkpoint import load_checkpoint
+from model.training.config import TrainConfig
+from model.training.fit import RUN_LOCK, fit
 from ntu_pipeline.errors import RunLockedError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def test_a_kill_between_best_and_last_resumes_to_the_same_best(store, tmp_path):
     script = textwrap.dedent(f"""
         import os, torch
         from pathlib import Path
-        import model.train as train
+        import model.training.fit as train
         from training import hcn_config
         real, calls = train.save_checkpoint, [0]
         def dying(path, checkpoint):

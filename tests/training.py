@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.config import TrainConfig
+from model.training.config import TrainConfig
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
 from ntu_pipeline.store.splits import make_split

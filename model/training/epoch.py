@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import model as models
-from model.checkpoint import SUMS
-from model.config import TrainConfig
-from model.data import SplitData
-from model.distributed import Processes, all_sum
-from model.runtime import Runtime
+from model.data.split import SplitData
+from model.networks.ccdfarm import heads_loss
+from model.training.checkpoint import SUMS
+from model.training.config import TrainConfig
+from model.training.distributed import Processes, all_sum
+from model.training.runtime import Runtime
 from ntu_pipeline.errors import NonFiniteLossError
 from ntu_pipeline.progress import ProgressBar
 
@@ -131,7 +131,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             out = self.runtime.forward(self.train_net, batch.rgb, batch.skeleton, batch.motion)
-            loss = models.heads_loss(out, batch.labels, check_range=False)  # labels: checked per split
+            loss = heads_loss(out, batch.labels, check_range=False)  # labels: checked per split
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if c.clip_norm > 0:

@@ -13,7 +13,7 @@ and confusion.png (the final weights on the test split, `test_clips` clips a sam
 events where tensorboard is installed. One `fit` writes a run directory at a time: a second one fails
 at once naming the holder's pid (the lock of ntu_pipeline/store/lock.py, inside the directory).
 
-Recipes: `model.config` (HCN's paper for hcn, CC-DFARM's for the others), printed first. The learning
+Recipes: `model.training.config` (HCN's paper for hcn, CC-DFARM's for the others), printed first. The learning
 rate warms up linearly, then follows the recipe's schedule per step (cosine to 0, or x lr_decay per
 epoch); gradients are clipped at clip_norm. With `i3d_checkpoint` the pretrained I3D parameters train
 at pretrained_lr x the rate in their own parameter group (lr 0.1 wipes out a pretrained I3D); the
@@ -45,7 +45,9 @@ from typing import TextIO
 import torch
 from torch import Tensor, nn
 
-from model.checkpoint import (
+from model.data.split import SplitData, SplitInfo, read_split
+from model.results.reports import classification_report
+from model.training.checkpoint import (
     CHECKPOINT_FORMAT,
     SUMS,
     Checkpoint,
@@ -57,13 +59,11 @@ from model.checkpoint import (
     pretrained_names,
     save_checkpoint,
 )
-from model.config import RUNTIME_FIELDS, TrainConfig
-from model.data import SplitData, SplitInfo, read_split
-from model.distributed import Processes, all_sum, broadcast_text, start_processes, stop_processes
-from model.epoch import CLIPS, CORRECT, HEADS_LOSS, LOSS, Trainer, TrainProgress, check_finite
-from model.evaluate import evaluate_split
-from model.reports import classification_report
-from model.runtime import Runtime, build_network
+from model.training.config import RUNTIME_FIELDS, TrainConfig
+from model.training.distributed import Processes, all_sum, broadcast_text, start_processes, stop_processes
+from model.training.epoch import CLIPS, CORRECT, HEADS_LOSS, LOSS, Trainer, TrainProgress, check_finite
+from model.training.evaluate import evaluate_split
+from model.training.runtime import Runtime, build_network
 from ntu_pipeline.atomic import atomic_write_text, remove_partials
 from ntu_pipeline.errors import LockedError, RunLockedError, TrainingError
 from ntu_pipeline.store.lock import hold_lock
@@ -72,7 +72,7 @@ from ntu_pipeline.store.splits import describe_left_out
 RUN_LOCK = ".ntu-train-lock"
 
 
-def _optimizer(net: nn.Module, config: TrainConfig, pretrained: list[str]) -> torch.optim.Optimizer:
+def make_optimizer(net: nn.Module, config: TrainConfig, pretrained: list[str]) -> torch.optim.Optimizer:
     """SGD (momentum, weight decay) or Adam (L2 weight decay); the pretrained parameters in a second
     group whose `lr_scale` is config.pretrained_lr."""
     chosen = set(pretrained)
@@ -192,7 +192,7 @@ def _fit(config: TrainConfig, resume: bool, procs: Processes, say, stream: TextI
                 f"{config.pretrained_lr}x lr")
         for path in config.init_from:
             say(init_stream(net, path, class_names))
-    optimizer = _optimizer(net, config, pretrained)
+    optimizer = make_optimizer(net, config, pretrained)
     if previous is not None:
         optimizer.load_state_dict(previous.optimizer)
     cuda = procs.device.type == "cuda"
@@ -266,7 +266,7 @@ def _fit(config: TrainConfig, resume: bool, procs: Processes, say, stream: TextI
 def _final_evaluation(config: TrainConfig, net: nn.Module, test_data: SplitData, runtime: Runtime,
                       procs: Processes, final, state: RunState, board) -> dict:
     """The final weights on the test split (`test_clips` clips a sample), written into the run directory."""
-    from model.evaluate import write_split_evaluation
+    from model.training.evaluate import write_split_evaluation
 
     run_dir = Path(config.out)
     if final is None or config.test_clips > 1:  # resumed after the last epoch, or a multi-clip test

@@ -26,7 +26,6 @@ prediction is the sum of the RGB and skeleton logits.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.fusion import DSFM, MFFM, MMTM
-from model.hcn import HCN, HCNConfig, skeleton_motion
-from model.i3d import I3D, I3DConfig
+from model.data.motion import skeleton_motion
+from model.networks.fusion import DSFM, MFFM, MMTM
+from model.networks.hcn import HCN, HCNConfig
+from model.networks.i3d import I3D, I3DConfig
 
 FUSIONS = ("mmtm", "dsfm")
 HEADS = ("rgb", "skeleton", "fused")
@@ -198,42 +198,3 @@ def heads_loss(outputs: Mapping[str, Tensor], target: Tensor,
                          f"{target[outside].unique().tolist()}")
     terms = [weights.get(h, 1.0) * F.cross_entropy(outputs[h].float(), target) for h in heads]
     return torch.stack(terms).sum()
-
-
-# Two-stream variants: TwoStreamConfig fields, overridable by build()'s options.
-TWO_STREAM_VARIANTS: dict[str, dict[str, object]] = {
-    "mmtm": {"fusion": "mmtm"},
-    "dsfm": {"fusion": "dsfm"},
-    "dsfm_mffm": {"fusion": "dsfm", "mffm": True},
-    "tiam_dsfm": {"fusion": "dsfm", "tiam": True},
-    "ccdfarm": {"fusion": "dsfm", "tiam": True, "mffm": True},
-    "dsfm1_only": {"fusion": "dsfm", "tiam": True, "mffm": True, "fuse_high": False},
-    "dsfm2_only": {"fusion": "dsfm", "tiam": True, "mffm": True, "fuse_mid": False},
-}
-MODEL_NAMES = ("hcn", "i3d", *TWO_STREAM_VARIANTS)
-
-
-def _make_config(cls: type, num_classes: int, options: Mapping[str, object]):
-    fields = {f.name for f in dataclasses.fields(cls)} - {"num_classes"}
-    unknown = set(options) - fields
-    if unknown:
-        raise ValueError(f"unknown options {sorted(unknown)} for {cls.__name__}; known: {sorted(fields)}")
-    return cls(num_classes=num_classes, **options)
-
-
-def build(name: str, num_classes: int, **options) -> nn.Module:
-    """The network called `name` (one of MODEL_NAMES) for `num_classes` classes.
-
-    options are fields of its config: I3DConfig for "i3d", HCNConfig for "hcn" (e.g. frames=16),
-    TwoStreamConfig for the others (e.g. frames=16, dropout=0.0), overriding the variant's settings.
-    Every network is called as net(rgb, skeleton, motion=None) and returns a dict with "logits";
-    the single streams ignore the input they do not use, so hcn(None, skeleton) and i3d(rgb) work.
-    """
-    if name == "hcn":
-        return HCN(_make_config(HCNConfig, num_classes, options))
-    if name == "i3d":
-        return I3D(_make_config(I3DConfig, num_classes, options))
-    if name in TWO_STREAM_VARIANTS:
-        settings = {**TWO_STREAM_VARIANTS[name], **options}
-        return TwoStreamNet(_make_config(TwoStreamConfig, num_classes, settings))
-    raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")

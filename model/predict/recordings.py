@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import check_checkpoint_fits, load_checkpoint
-from model.data import SplitData, samples_info
-from model.evaluate import evaluation_config, predict, trained_network
-from model.prediction_picture import prediction_picture
-from model.transforms import TEST_WINDOW, clip_uniforms, segment_positions, window_positions
+from model.data.split import SplitData, samples_info
+from model.data.transforms import TEST_WINDOW, clip_uniforms, segment_positions, window_positions
+from model.predict.picture import prediction_picture
+from model.training.checkpoint import check_checkpoint_fits, load_checkpoint
+from model.training.evaluate import evaluation_config, predict, trained_network
 from ntu_pipeline.errors import ConfigError
 from ntu_pipeline.images import write_image
 from ntu_pipeline.manifests import all_samples, missing_samples

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.scores import Scores, write_scores
+from model.results.scores import Scores, write_scores
 from ntu_pipeline.atomic import atomic_write_text
 from ntu_pipeline.images import write_image
 

@@ -1,6 +1,6 @@
 """I3D: Inception-v1 inflated to 3D (Carreira & Zisserman 2017), the RGB stream of CC-DFARM.
 
-    from model.i3d import I3D, I3DConfig, load_pytorch_i3d
+    from model.networks.i3d import I3D, I3DConfig, load_pytorch_i3d
     net = I3D(I3DConfig(num_classes=60))
     report = load_pytorch_i3d(net, "rgb_imagenet.pt")  # a pytorch-i3d checkpoint the user brings
     out = net(rgb)  # rgb (B, 3, T, H, W), scaled to [-1, 1] for the public checkpoints

@@ -1,6 +1,6 @@
 """TIAM: temporo-spatial interactive attention between two (B, C, T, S) feature maps (paper eqs. 15-18).
 
-    from model.tiam import TIAM
+    from model.networks.tiam import TIAM
     tiam = TIAM(64)
     p_a, p_b = tiam(p_a, p_b)              # (B, 64, T, S) each, unchanged at initialisation
     y1, y2 = tiam.attention(p_a, p_b)      # (B, T, T) temporal and (B, S, S) spatial attention

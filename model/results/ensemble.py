@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.reports import classification_report, write_evaluation
-from model.scores import Scores, ScoresError, read_scores
+from model.results.reports import classification_report, write_evaluation
+from model.results.scores import Scores, ScoresError, read_scores
 from ntu_pipeline.errors import ConfigError
 
 

@@ -26,8 +26,8 @@ from typing import Literal, get_args
 
 import torch
 
-import model as models
-from model.data import ClipSpec
+from model.data.split import ClipSpec
+from model.networks.build import MODEL_NAMES, network_spec
 from ntu_pipeline.errors import ConfigError
 
 REFERENCE_BATCH = 32  # the batch size at which `lr` applies (linear scaling)
@@ -66,8 +66,8 @@ RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "s
 
 
 def recipe_name(model: str) -> str:
-    """The recipe a model trains with by default: "hcn" for HCN, "ccdfarm" for I3D and the fused ones."""
-    return "hcn" if model == "hcn" else "ccdfarm"
+    """The recipe a model trains with by default: its own where RECIPES has one (hcn), else CC-DFARM's."""
+    return model if model in RECIPES else "ccdfarm"
 
 
 def default_device() -> str:
@@ -129,8 +129,8 @@ class TrainConfig:
     recipe: str = ""  # filled in: the recipe the None fields came from
 
     def __post_init__(self):
-        if self.model not in models.MODEL_NAMES:
-            raise ConfigError(f"unknown model {self.model!r}; known models: {', '.join(models.MODEL_NAMES)}")
+        if self.model not in MODEL_NAMES:
+            raise ConfigError(f"unknown model {self.model!r}; known models: {', '.join(MODEL_NAMES)}")
         recipe = RECIPES[recipe_name(self.model)]
         for name in RECIPE_FIELDS:
             if getattr(self, name) is None:
@@ -153,34 +153,37 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "warmup_epochs", "clip_norm", "workers", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.model == "i3d" and self.frames < 1 or self.model != "i3d" and self.frames % 16:
-            raise ConfigError(f"frames must be a positive multiple of 16 for {self.model} (HCN pools it "
-                              f"four times), got {self.frames}")
-        if self.i3d_checkpoint is not None and self.model == "hcn":
-            raise ConfigError("--i3d-checkpoint needs a model with an RGB stream; hcn has none")
+        multiple = self.network.frames_multiple
+        if self.frames < 1 or self.frames % multiple:
+            raise ConfigError(f"frames must be a positive multiple of {multiple} for {self.model}, got "
+                              f"{self.frames}")
+        if self.i3d_checkpoint is not None and not self.uses_rgb:
+            raise ConfigError(f"--i3d-checkpoint needs a model with an RGB stream; {self.model} has none")
         if self.sync_bn and not self.device.startswith("cuda"):
             raise ConfigError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
         ClipSpec(frames=self.frames, crop=self.crop, flip=self.flip, normalize=self.normalize)
 
     @property
+    def network(self):
+        """The network's entry in `model.networks.build.NETWORKS`: what it takes, its options."""
+        return network_spec(self.model)
+
+    @property
     def uses_rgb(self) -> bool:
-        return self.model != "hcn"
+        return self.network.takes("rgb")
 
     @property
     def uses_skeleton(self) -> bool:
-        return self.model != "i3d"
+        return self.network.takes("skeleton")
 
     def clip_spec(self) -> ClipSpec:
         return ClipSpec(frames=self.frames, skeleton=self.uses_skeleton, rgb=self.uses_rgb, crop=self.crop,
                         flip=self.flip, normalize=self.normalize, half=self.half_skeletons)
 
     def model_options(self) -> dict:
-        options = {} if self.model == "i3d" else {"frames": self.frames}
-        if self.dropout is not None:
-            options["dropout"] = self.dropout
-        if self.bn_momentum is not None and self.model != "hcn":
-            options["bn_momentum"] = self.bn_momentum
-        return options
+        given = {"frames": self.frames, "dropout": self.dropout, "bn_momentum": self.bn_momentum}
+        return {name: value for name, value in given.items()
+                if value is not None and name in self.network.options}
 
     def base_lr(self) -> float:
         return self.lr * self.batch_size / REFERENCE_BATCH

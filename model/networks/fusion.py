@@ -1,6 +1,6 @@
 """Cross-modal fusion modules: MMTM (baseline), DSFM and MFFM (CC-DFARM), each usable on its own.
 
-    from model.fusion import DSFM, MMTM, MFFM
+    from model.networks.fusion import DSFM, MMTM, MFFM
     rgb, p1, p2 = DSFM([832, 128, 128], block_channels=64)([rgb, p1, p2])  # any (B, C, ...) shapes
     rgb, sk = MMTM(1024, 512)(rgb, sk)
     fused = MFFM(1024)(f1, f2)                                              # (B, C, T, H, W) each

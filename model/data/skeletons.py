@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.transforms import normalize_skeletons
+from model.data.transforms import normalize_skeletons
 from ntu_pipeline.store import open_store
 
 

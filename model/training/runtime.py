@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-import model as models
+from model.networks.build import build
+from model.networks.ccdfarm import to_channels_last_3d
 
 
 @dataclass(frozen=True)
@@ -35,21 +36,21 @@ class Runtime:
 
     def forward(self, net: nn.Module, rgb: Tensor | None, skeleton: Tensor | None,
                 motion: Tensor | None) -> dict[str, Tensor]:
-        """net(rgb, skeleton, motion) under autocast, the clip in channels_last_3d on CUDA."""
+        """net(rgb=, skeleton=, motion=) under autocast, the clip in channels_last_3d on CUDA."""
         if rgb is not None and self.cuda:
             rgb = rgb.contiguous(memory_format=torch.channels_last_3d)
         with self.autocast():
-            return net(rgb, skeleton, motion)
+            return net(rgb=rgb, skeleton=skeleton, motion=motion)
 
 
 def build_network(name: str, num_classes: int, options: dict, device: torch.device,
                   sync_bn: bool = False) -> nn.Module:
     """`model.build(name, num_classes, **options)` on `device`: with SyncBatchNorm where asked (DDP on
     CUDA), its 3-D convolutions in channels_last_3d on CUDA."""
-    net = models.build(name, num_classes, **options)
+    net = build(name, num_classes, **options)
     if sync_bn:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net = net.to(device)
     if device.type == "cuda":
-        models.to_channels_last_3d(net)
+        to_channels_last_3d(net)
     return net

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-import model as models
+from model.networks.hcn import HCN
+from model.networks.i3d import I3D, load_pytorch_i3d
 from ntu_pipeline.atomic import atomic_path
 from ntu_pipeline.errors import CheckpointError
 
@@ -137,11 +138,11 @@ def pretrained_names(net: nn.Module, path: str) -> list[str]:
     filled. The classifier it re-initialises for another class count is not among them. CheckpointError,
     naming the file, for one that is not a pytorch-i3d checkpoint."""
     try:
-        report = models.load_pytorch_i3d(net, path)
+        report = load_pytorch_i3d(net, path)
     except (ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"--i3d-checkpoint {path}: not a pytorch-i3d checkpoint: "
                               f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-    prefix = next(name for name, m in net.named_modules() if isinstance(m, models.I3D))
+    prefix = next(name for name, m in net.named_modules() if isinstance(m, I3D))
     prefix = prefix + "." if prefix else ""
     params = {name for name, _ in net.named_parameters()}
     return sorted(prefix + key for key in report.loaded if prefix + key in params)
@@ -154,7 +155,7 @@ def init_stream(net: nn.Module, path: str | Path, class_names: tuple[str, ...]) 
     How a fused model is usually trained on little data (MMTM, MSAF): each stream alone first, then the
     fusion from both. Parameters the checkpoint lacks (TIAM, fusion modules, heads) keep their init."""
     checkpoint = load_checkpoint(path)
-    kind = {"hcn": models.HCN, "i3d": models.I3D}.get(checkpoint.model_name)
+    kind = {"hcn": HCN, "i3d": I3D}.get(checkpoint.model_name)
     if kind is None:
         raise CheckpointError(f"{path}: a {checkpoint.model_name} checkpoint; --init-from takes hcn or i3d "
                               "ones")

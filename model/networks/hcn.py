@@ -1,6 +1,6 @@
 """HCN: hierarchical co-occurrence network (Li et al. 2018), the skeleton stream of CC-DFARM.
 
-    from model.hcn import HCN, HCNConfig
+    from model.networks.hcn import HCN, HCNConfig
     net = HCN(HCNConfig(num_classes=60, frames=32))
     out = net(skeleton=skeleton)  # skeleton (B, 3, T=32, V=25, M=2), xyz in metres; T = config.frames
     out["logits"]                 # (B, 60)
@@ -32,27 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.tiam import TIAM
+from model.data.motion import skeleton_motion
+from model.networks.tiam import TIAM
 
 # Input dtypes the networks accept: float64 fails deep inside the first convolution of a float32 model
 # (or runs a .double() one at a cost nobody asked for); integers are not coordinates.
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def skeleton_motion(skeleton: Tensor) -> Tensor:
-    """Motion of skeletons (B, C, T, V, M) -> (B, C, T, V, M): M_t = S_{t+1} - S_t (paper eq. 2), masked.
-
-    Taken on the frames given (call it after temporal sampling, never sum a per-frame motion over the
-    skipped frames). Zero where actor m is absent in frame t or in frame t+1, and at the last frame. Actor
-    m is present in frame t of sample b when any coordinate of skeleton[b, :, t, :, m] is non-zero (the
-    store keeps empty slots all zero), so an actor entering or leaving makes no spike of size |S|. The
-    store's per-frame `skeleton/motion` follows the same rule at full frame rate. No data-dependent control
-    flow: `torch.compile(fullgraph=True)` traces it.
-    """
-    present = skeleton.ne(0).any(dim=3).any(dim=1)  # (B, T, M): any non-zero over C and V
-    both = (present[:, 1:] & present[:, :-1])[:, None, :, None, :]  # (B, 1, T-1, 1, M)
-    step = torch.where(both, skeleton[:, :, 1:] - skeleton[:, :, :-1], 0.0)  # (B, C, T-1, V, M)
-    return torch.cat([step, torch.zeros_like(skeleton[:, :, :1])], dim=2)
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.hcn import skeleton_motion
-from model.rgb_clips import ClipRequest, RGBClips, collate_batch, rgb_frame_table
-from model.skeletons import PackedSkeletons, load_packed
-from model.transforms import (
+from model.data.motion import skeleton_motion
+from model.data.rgb_clips import ClipRequest, RGBClips, collate_batch, rgb_frame_table
+from model.data.skeletons import PackedSkeletons, load_packed
+from model.data.transforms import (
     NORMALIZATIONS,
     TEST_WINDOW,
     clip_uniforms,
@@ -163,7 +163,7 @@ def read_split(store: str | Path, protocol: str, part: str, need_rgb: bool = Fal
 def samples_info(group, store: Path, indices: np.ndarray, protocol: str, part: str, need_rgb: bool,
                  left_out: dict[str, int]) -> SplitInfo:
     """The SplitInfo of samples `indices` of `store` (opened as `group`), their usability checked by the
-    caller (`read_split`; `model.recordings` for the recordings it prepares)."""
+    caller (`read_split`; `model.predict.recordings` for the recordings it prepares)."""
     recorded = dict(group.attrs.get("stages", {}))
     rgb: dict = {}
     if need_rgb:

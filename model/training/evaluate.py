@@ -8,9 +8,9 @@
 
 Multi-clip: the logits of a sample's `clips` clips (`SplitData.batches(..., clip=k, clips=N)`: N samplings
 of the sequence for skeletons, N temporal clips or N views for RGB) are averaged, logits not softmax
-(MMAction2's "score" average; an ensemble then sums the same logits, `model.ensemble`). Each process
+(MMAction2's "score" average; an ensemble then sums the same logits, `model.results.ensemble`). Each process
 predicts its contiguous share; `gather_predictions` puts the shares back in split order, so the result
-is the same whatever the process count. The numbers and pictures made of logits: `model.reports`.
+is the same whatever the process count. The numbers and pictures made of logits: `model.results.reports`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from model.checkpoint import Checkpoint, check_checkpoint_fits, load_checkpoint, load_weights
-from model.config import TrainConfig, default_device, default_workers
-from model.data import SplitData, read_split
-from model.reports import classification_report, write_evaluation
-from model.runtime import Runtime, build_network
-from model.scores import Scores
+from model.data.split import SplitData, read_split
+from model.results.reports import classification_report, write_evaluation
+from model.results.scores import Scores
+from model.training.checkpoint import Checkpoint, check_checkpoint_fits, load_checkpoint, load_weights
+from model.training.config import TrainConfig, default_device, default_workers
+from model.training.runtime import Runtime, build_network
 from ntu_pipeline.errors import ConfigError
 from ntu_pipeline.store import open_store, read_strings
 
