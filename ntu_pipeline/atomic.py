@@ -9,7 +9,9 @@
 One naming rule for every temporary file of the project: `.<target name>.<random>.partial` in the
 target's own folder (the same file system, so `os.replace` is atomic; hidden and with a suffix no reader
 looks for). A kill between the write and the rename leaves such a file and never a half-written
-target; resuming runs `remove_partials` on what it owns (a store, a run directory). zarr's own writes
+target; resuming runs `remove_partials` on what it owns (a store, a run directory). The file's bytes
+are flushed to the disk (fsync) before the rename and the folder's entry after it, so a power cut too
+leaves the old file or the new one, never an empty name. zarr's own writes
 use `<name>.<uuid>.partial`; in a store, which holds nothing else of that suffix, those go too.
 """
 
@@ -37,10 +39,21 @@ def atomic_path(target: Path) -> Iterator[Path]:
     tmp = partial_path(target)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, target)
+        _fsync(tmp.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's entries to the disk (a folder opens read-only, as POSIX allows)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:
