@@ -1,7 +1,8 @@
 """Networks for NTU RGB+D and everything `ntu-train` does with them, one room per job:
 
-    networks/   i3d, hcn, tiam, fusion (MMTM, DSFM, MFFM), ccdfarm; build.py: every network by name and
-                what it takes (`network_spec`)
+    networks/   i3d, hcn, tiam, fusion (MMTM, DSFM, MFFM), ccdfarm; the reference models ctrgcn,
+                posec3d (+ slowonly), rgbpose on resnet3d; build.py: every network by name and what it
+                takes (`network_spec`); released.py: the references' released weights (`load_released`)
     data/       a split of a prepared store -> batches; packed skeletons, RGB clips, transforms, motion
     results/    scores, reports, ensembles, finished runs (pure numbers and pictures)
     training/   config, fit, epoch, checkpoints, processes, runtime, evaluation of a network on a split
@@ -27,13 +28,18 @@ the store's per-frame `skeleton/motion` follows the same rule at full frame rate
 from model.data.motion import skeleton_motion
 from model.networks.build import INPUTS, MODEL_NAMES, NetworkSpec, build, network_spec
 from model.networks.ccdfarm import TwoStreamConfig, TwoStreamNet, heads_loss, to_channels_last_3d
+from model.networks.ctrgcn import CTRGCN, CTRGCNConfig
 from model.networks.fusion import DSFM, MFFM, MMTM
 from model.networks.hcn import HCN, HCNConfig
 from model.networks.i3d import I3D, I3DConfig, load_pytorch_i3d, pytorch_i3d_key_map
+from model.networks.posec3d import PoseC3D, PoseC3DConfig, SlowOnly, SlowOnlyConfig
+from model.networks.released import load_released
+from model.networks.rgbpose import RGBPoseConfig, RGBPoseConv3D
 from model.networks.tiam import TIAM
 
 __all__ = [
-    "DSFM", "HCN", "HCNConfig", "I3D", "I3DConfig", "INPUTS", "MFFM", "MMTM", "MODEL_NAMES", "NetworkSpec",
-    "TIAM", "TwoStreamConfig", "TwoStreamNet", "build", "heads_loss", "load_pytorch_i3d", "network_spec",
-    "pytorch_i3d_key_map", "skeleton_motion", "to_channels_last_3d",
+    "CTRGCN", "CTRGCNConfig", "DSFM", "HCN", "HCNConfig", "I3D", "I3DConfig", "INPUTS", "MFFM", "MMTM",
+    "MODEL_NAMES", "NetworkSpec", "PoseC3D", "PoseC3DConfig", "RGBPoseConfig", "RGBPoseConv3D", "SlowOnly",
+    "SlowOnlyConfig", "TIAM", "TwoStreamConfig", "TwoStreamNet", "build", "heads_loss", "load_pytorch_i3d",
+    "load_released", "network_spec", "pytorch_i3d_key_map", "skeleton_motion", "to_channels_last_3d",
 ]

@@ -6,6 +6,9 @@ Tiny inputs: RGB 8 frames x 64^2 (I3D at 1/4 of the paper's length and 1/3.5 of 
 
 from __future__ import annotations
 
+import re
+
+import networks
 import pytest
 import torch
 
@@ -19,8 +22,11 @@ EXPECTED_HEADS = {
     "mmtm": {"rgb", "skeleton"}, "dsfm": {"rgb", "skeleton"}, "tiam_dsfm": {"rgb", "skeleton"},
     "dsfm_mffm": {"rgb", "skeleton", "fused"}, "ccdfarm": {"rgb", "skeleton", "fused"},
     "dsfm1_only": {"rgb", "skeleton", "fused"}, "dsfm2_only": {"rgb", "skeleton", "fused"},
+    "ctrgcn": {"skeleton"}, "posec3d": {"skeleton"}, "slowonly": {"rgb"}, "rgbpose": {"rgb", "skeleton"},
 }
 # Parameters behind TIAM's zero-initialised last BNs: their gradient is exactly zero at the first step.
+BOTTLENECK_INNER = re.compile(r"\.stages\.\d+\.\d+\.(conv1\.|conv2\.|conv3\.conv\.)")  # before its last BN
+CTRGC_REFINEMENT = ("query", "key", "expand")  # CTR-GC's Q_c = expand(tanh(query - key)), times alpha = 0
 TIAM_INNER = ("norm_a.", "norm_b.", "value.", "embed_a.", "embed_b.", "project_a.", "project_b.")
 
 
@@ -30,7 +36,7 @@ def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _build(name: str, **options) -> torch.nn.Module:
-    return model.build(name, K, **options) if name == "i3d" else model.build(name, K, frames=16, **options)
+    return model.build(name, K, **networks.options(name), **options)
 
 
 def test_every_name_is_known_and_tested():
@@ -42,13 +48,16 @@ def test_forward_backward_every_parameter_learns(name):
     torch.manual_seed(0)
     net = _build(name).train()
     rgb, skeleton = _inputs()
-    out = net(rgb, skeleton)
+    out = networks.call(net, name, rgb, skeleton)
     assert set(out) == EXPECTED_HEADS[name] | {"logits"}
     for key, logits in out.items():
         assert logits.shape == (2, K), key
         assert torch.isfinite(logits).all(), key
     if "fused" in out:
         assert out["logits"] is out["fused"]
+    elif name == "rgbpose":  # PYSKL's 1:1 mix of the two heads' probabilities
+        mix = (out["rgb"].softmax(1) + out["skeleton"].softmax(1)) / 2
+        torch.testing.assert_close(out["logits"].exp(), mix)
     elif len(EXPECTED_HEADS[name]) == 2:
         torch.testing.assert_close(out["logits"], out["rgb"] + out["skeleton"])
     model.heads_loss(out, torch.tensor([1, 5])).backward()
@@ -58,7 +67,14 @@ def test_forward_backward_every_parameter_learns(name):
         assert torch.isfinite(p.grad).all(), pname
         if p.grad.abs().sum() == 0:
             zero.append(pname)
-    # Only the inside of TIAM waits for its last BN to leave zero; everything else learns from step one.
+    # Only what waits behind a zero start learns later: the inside of TIAM behind its last BN, CTR-GCN's
+    # channel-wise refinement behind alpha (0 in the reference); everything else learns from step one.
+    if name == "ctrgcn":
+        assert zero and all(n.split(".")[-2] in CTRGC_REFINEMENT for n in zero), zero
+        return
+    if name in ("posec3d", "slowonly", "rgbpose"):  # PYSKL zero-initialises each bottleneck's last BN
+        assert zero and all(BOTTLENECK_INNER.search(n) for n in zero), zero
+        return
     assert all(".tiam." in n and n.split(".tiam.")[1].startswith(TIAM_INNER) for n in zero), zero
     if model.network_spec(name).variant.get("tiam"):
         assert zero, "TIAM's last BN should start at zero"

@@ -12,8 +12,13 @@ Names `build` knows (MODEL_SPEC.md, the paper's tables 4-6):
     dsfm_mffm, tiam_dsfm    one of TIAM / MFFM added
     ccdfarm                 TIAM + DSFM + MFFM
     dsfm1_only, dsfm2_only  CC-DFARM with only the first / only the second DSFM (table 4)
-Every network is called with keywords, `net(rgb=..., skeleton=..., motion=None)`, and returns a dict
-with "logits"; a network ignores the inputs it does not take.
+The field's reference models, each equal to its released code's forward (tests/test_net_*.py):
+    ctrgcn                  CTR-GCN (Chen et al. 2021), 3D joints
+    posec3d                 PoseC3D (Duan et al. 2022), SlowOnly on joint heatmaps
+    slowonly                SlowOnly-R50 on the person-cropped RGB clip (PYSKL's RGB-only)
+    rgbpose                 RGBPoseConv3D (PYSKL): RGB and heatmap pathways with lateral connections
+Every network is called with keywords, `net(rgb=..., skeleton=..., motion=None, heatmaps=...)`, and returns
+a dict with "logits"; a network ignores the inputs it does not take.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from model.networks.ccdfarm import TwoStreamConfig, TwoStreamNet
+from model.networks.ctrgcn import CTRGCN, CTRGCNConfig
 from model.networks.hcn import HCN, HCNConfig
 from model.networks.i3d import I3D, I3DConfig
+from model.networks.posec3d import PoseC3D, PoseC3DConfig, SlowOnly, SlowOnlyConfig
+from model.networks.rgbpose import RGBPoseConfig, RGBPoseConv3D
 
 INPUTS = ("rgb", "skeleton", "heatmaps")  # the inputs a network can take, as forward's keywords
 
@@ -72,6 +80,10 @@ NETWORKS: dict[str, NetworkSpec] = {
     "ccdfarm": _two_stream(fusion="dsfm", tiam=True, mffm=True),
     "dsfm1_only": _two_stream(fusion="dsfm", tiam=True, mffm=True, fuse_high=False),
     "dsfm2_only": _two_stream(fusion="dsfm", tiam=True, mffm=True, fuse_mid=False),
+    "ctrgcn": NetworkSpec(CTRGCN, CTRGCNConfig, ("skeleton",)),
+    "posec3d": NetworkSpec(PoseC3D, PoseC3DConfig, ("heatmaps",)),
+    "slowonly": NetworkSpec(SlowOnly, SlowOnlyConfig, ("rgb",)),
+    "rgbpose": NetworkSpec(RGBPoseConv3D, RGBPoseConfig, ("rgb", "heatmaps")),
 }
 MODEL_NAMES = tuple(NETWORKS)
 
