@@ -19,8 +19,22 @@ import click
 
 from ntu_pipeline.errors import ConfigError, Interrupted, NTUPrepError
 from ntu_pipeline.stages.interrupt import MESSAGE as INTERRUPTED
+from ntu_pipeline.stages.interrupt import quiet_shutdown
+
+_as_program = False  # set by Program: this process is the command itself, not a test calling it
 
 CONTEXT = {"max_content_width": 110, "help_option_names": ["-h", "--help"]}
+
+
+class Program(click.Group):
+    """The group of a console script (`@click.group(cls=Program)`). Run as a program, each command ends
+    with `quiet_shutdown()`: a Ctrl-C while the interpreter exits is not a traceback. click's test
+    runner calls `main`, not this, so a test process keeps Python's own Ctrl-C."""
+
+    def __call__(self, *args, **kwargs):
+        global _as_program
+        _as_program = True
+        return super().__call__(*args, **kwargs)
 
 
 class OptionsError(click.ClickException):
@@ -37,7 +51,11 @@ def user_errors(fn):
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if _as_program:  # the work is done and said: the exit that follows is not interrupted
+                    quiet_shutdown()  # (a Ctrl-C landing before this is still caught below)
         except (Interrupted, KeyboardInterrupt) as err:
             click.echo(str(err) if isinstance(err, Interrupted) else INTERRUPTED, err=True)
             sys.exit(130)

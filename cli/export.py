@@ -18,6 +18,7 @@ from cli.errors import CONTEXT, user_errors
 from ntu_pipeline.errors import ConfigError
 from ntu_pipeline.export.common import EXPORT_FORMATS, ExportConfig
 from ntu_pipeline.manifests import protocols
+from ntu_pipeline.store.lock import hold_store_for_reading
 
 
 def writer(fmt: str):
@@ -52,4 +53,7 @@ def export_command(store, fmt, out, protocol_names, no_rgb, overwrite, quiet):
     """Export a store for PYSKL, CTR-GCN or any HDF5 reader."""
     config = ExportConfig(store=store, out=out, format=fmt, protocols=tuple(protocol_names),
                           rgb=not no_rgb, overwrite=overwrite, progress=not quiet)
-    click.echo(writer(fmt)(config).describe())
+    write = writer(fmt)
+    with hold_store_for_reading(store):  # no extract or split replaces it while it is read
+        summary = write(config)
+    click.echo(summary.describe())

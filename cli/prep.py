@@ -21,16 +21,18 @@ from pathlib import Path
 
 import click
 
-from cli.errors import CONTEXT, user_errors
+from cli.errors import CONTEXT, Program, user_errors
 from cli.export import export_command
 from cli.options import config_default
 from ntu_pipeline import __version__
 from ntu_pipeline.manifests import DATASETS, protocol_counts, protocols
+from ntu_pipeline.sheet import MAX_COLUMNS, MAX_TILES
 from ntu_pipeline.stages.backends import BACKENDS
-from ntu_pipeline.stages.rgb_options import RGB_CODECS
+from ntu_pipeline.stages.resources import MAX_RGB_SHARD_SIZE, MAX_SHARD_SIZE
+from ntu_pipeline.stages.rgb_options import MAX_SIZE, RGB_CODECS
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import open_store
-from ntu_pipeline.store.lock import store_lock
+from ntu_pipeline.store.lock import hold_store_for_reading, store_lock
 from ntu_pipeline.store.splits import make_split
 from ntu_pipeline.synth.skeleton import MAX_CLASSES
 
@@ -41,7 +43,7 @@ def extract_default(name: str):
     return config_default(ExtractConfig, name)
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=Program, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="ntu-prep")
 def main():
     """Turn the raw NTU RGB+D downloads into an aligned, sharded zarr store.
@@ -70,17 +72,17 @@ def main():
               help="Address of a running dask scheduler (with --backend dask; default: a local cluster of "
                    "--jobs workers). Its workers must see the input and --out at the same absolute paths.")
 @click.option("--shard-size", default=extract_default("shard_size"), show_default=True,
-              type=click.IntRange(min=1), help="Skeleton samples per shard (and task).")
+              type=click.IntRange(1, MAX_SHARD_SIZE), help="Skeleton samples per shard (and task).")
 @click.option("--frames", default=str(extract_default("rgb_frames")), show_default=True,
               help="RGB frames per sample, spread evenly over the video; 'all': every frame up to 300.")
 @click.option("--size", default=extract_default("rgb_size"), show_default=True,
-              help="Side of the square RGB crop, in pixels: any even number >= 16.")
+              help=f"Side of the square RGB crop, in pixels: any even number in 16..{MAX_SIZE}.")
 @click.option("--rgb-codec", type=click.Choice(RGB_CODECS), default=extract_default("rgb_codec"),
               show_default=True, help="jpeg: quality --quality, ~10x smaller; lz4: lossless (blosc lz4).")
 @click.option("--quality", default=extract_default("rgb_quality"), show_default=True,
               help="JPEG quality of the RGB frames, 1..100.")
 @click.option("--rgb-shard-size", default=extract_default("rgb_shard_size"), show_default=True,
-              type=click.IntRange(min=1), help="RGB samples per shard (and task).")
+              type=click.IntRange(1, MAX_RGB_SHARD_SIZE), help="RGB samples per shard (and task).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing ntu-prep store instead of resuming it (other folders are never "
                    "replaced).")
@@ -104,8 +106,8 @@ def extract_command(skeletons, videos, out, dataset, jobs, backend, scheduler, s
         overwrite=overwrite, progress=not quiet)
     summary = extract(config, say=lambda line: click.echo(line, err=True))
     click.echo(summary.describe())
-    if summary.nothing_succeeded:
-        raise click.ClickException("every sample failed: nothing usable was prepared (reasons above)")
+    if summary.failed_stages:
+        raise click.ClickException(summary.failure_line())
 
 
 @main.command("split")
@@ -168,15 +170,17 @@ def verify_command(store, deep, quiet):
 @main.command("sheet")
 @STORE
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--samples", default=48, show_default=True, type=click.IntRange(min=1),
-              help="Tiles, spread evenly over the store (at least 1).")
-@click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1), help="Tiles per row.")
+@click.option("--samples", default=48, show_default=True, type=click.IntRange(1, MAX_TILES),
+              help="Tiles, spread evenly over the store.")
+@click.option("--columns", default=8, show_default=True, type=click.IntRange(1, MAX_COLUMNS),
+              help="Tiles per row.")
 @user_errors
 def sheet_command(store, out, samples, columns):
     """Contact sheet (PNG) of the stored actors, a tile per sample."""
     from ntu_pipeline.sheet import write_contact_sheet
 
-    indices = write_contact_sheet(open_store(store), out, samples, columns)
+    with hold_store_for_reading(store):
+        indices = write_contact_sheet(open_store(store), out, samples, columns)
     click.echo(f"wrote {out} ({len(indices)} samples)")
 
 
@@ -185,7 +189,8 @@ def sheet_command(store, out, samples, columns):
 @click.argument("sample", required=False)
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The PNG to write.")
-@click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1), help="Frames per row.")
+@click.option("--columns", default=8, show_default=True, type=click.IntRange(1, MAX_COLUMNS),
+              help="Frames per row.")
 @user_errors
 def preview_command(store, sample, out, columns):
     """A sample's stored frames with its skeleton drawn on them (PNG).
@@ -193,9 +198,10 @@ def preview_command(store, sample, out, columns):
     SAMPLE is a sample name; without it, the first sample whose skeleton and RGB are both ok."""
     from ntu_pipeline.preview import first_complete_sample, write_preview
 
-    group = open_store(store)
-    sample = sample or first_complete_sample(group)
-    write_preview(group, sample, out, columns)
+    with hold_store_for_reading(store):
+        group = open_store(store)
+        sample = sample or first_complete_sample(group)
+        write_preview(group, sample, out, columns)
     click.echo(f"wrote {out} ({sample})")
 
 

@@ -8,7 +8,26 @@ from __future__ import annotations
 
 
 class NTUPrepError(Exception):
-    """Base class of the pipeline's own errors."""
+    """Base class of the pipeline's own errors.
+
+    Raised in a torch DataLoader worker, an error reaches the main process rebuilt from its message and
+    the worker's whole traceback ("Caught X in DataLoader worker process 0. Original Traceback ...");
+    an error of ours built from one such message keeps its own last line only, so a damaged shard met
+    in a worker is still one line at the command line."""
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_worker_message(args[0], type(self).__name__),)
+        super().__init__(*args)
+
+
+def _worker_message(message: str, name: str) -> str:
+    """The original one-line message inside torch's re-raised worker message; `message` otherwise."""
+    if not (message.startswith(f"Caught {name} ") and "\nOriginal Traceback" in message):
+        return message
+    last = message.rstrip().rsplit("\n", 1)[-1]  # "ntu_pipeline.errors.Name: the original message"
+    _, found, original = last.partition(f"{name}: ")
+    return original if found else message
 
 
 class SkeletonFormatError(NTUPrepError, ValueError):
@@ -49,6 +68,12 @@ class StoreFormatError(NTUPrepError):
     """A store whose format version or layout this version of the package does not know."""
 
 
+class DamagedStoreError(StoreFormatError):
+    """A store file missing, of another size than its shard recorded, or that does not decode: found
+    before reading (`store.files.check_shard_files`) or while reading (`store.frame_reader`). The message
+    names the store, the file, what is wrong and the fix (`ntu-prep verify`, then the same extract)."""
+
+
 class IncompleteStoreError(NTUPrepError):
     """A store whose stage (or whole extraction) has not finished: some rows are still pending."""
 
@@ -62,7 +87,8 @@ class LockedError(NTUPrepError):
 
 
 class StoreLockedError(LockedError):
-    """Another process holds the store's write lock."""
+    """Another process holds the store's lock: a writer (refused to readers and writers), or readers
+    (refused to a writer; `store.lock.hold_store_for_reading`)."""
 
 
 class LeaseLostError(NTUPrepError):
@@ -87,3 +113,8 @@ class CheckpointError(TrainingError, ValueError):
 
 class NonFiniteLossError(TrainingError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class ScoresError(TrainingError, ValueError):
+    """A scores file (`scores.npz`) that is missing, malformed, or does not go with another one (an
+    ensemble's sources): the message names the file and what is wrong (`model.results.scores`)."""

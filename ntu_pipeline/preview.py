@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import zarr
 
-from .errors import NTUPrepError
+from .errors import ConfigError, NTUPrepError
 from .images import write_image
-from .sheet import ACTOR_COLOURS, BONES
+from .sheet import ACTOR_COLOURS, BONES, MAX_COLUMNS
 from .store.schema import has_stage, read_strings, require_stages
 from .store.status import Status
 from .video.crop import project_to_crop
@@ -71,6 +71,8 @@ def draw_frame(frame: np.ndarray, joints_xy: np.ndarray, caption: str) -> np.nda
 
 def preview_image(group: zarr.Group, name: str, columns: int = 8) -> np.ndarray:
     """The preview of sample `name` as a BGR image (the skeleton drawn where the store has one)."""
+    if not 1 <= columns <= MAX_COLUMNS:
+        raise ConfigError(f"--columns must be 1..{MAX_COLUMNS}, got {columns}")
     require_stages(group, ("rgb",), optional=("skeleton",))
     names = read_strings(group["samples/name"])
     if name not in names:
@@ -78,8 +80,9 @@ def preview_image(group: zarr.Group, name: str, columns: int = 8) -> np.ndarray:
     index = names.index(name)
     status = Status(int(group["rgb/status"][index]))
     if status != Status.OK:
-        reason = str(group["rgb/error"][index]) or status.label
-        raise NTUPrepError(f"{name}: no RGB frames stored ({status.label}: {reason})")
+        reasons = {Status.ABSENT: "no video of it was in the --videos folder (rgb absent)",
+                   Status.FAILED: f"its video failed: {group['rgb/error'][index]}"}
+        raise NTUPrepError(f"{name}: no RGB frames stored: {reasons.get(status, f'rgb {status.label}')}")
     frame_index = group["rgb/frame_index"][index]
     kept = np.flatnonzero(frame_index >= 0)
     frames = group["rgb/frames"][index]

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import zarr
 
-from .errors import NTUPrepError
+from .errors import ConfigError
 from .images import write_image
 from .store.schema import read_sample, require_stages
 from .store.status import Status
@@ -28,6 +28,8 @@ BONES = (
 )
 ACTOR_COLOURS = ((200, 90, 20), (40, 40, 210))  # BGR: blue, red
 TILE, CAPTION = 200, 30
+# Bounds of a sheet (and a preview's rows): 1000 tiles are 138 MB of pixels; a row of 64 is 12,800 pixels.
+MAX_TILES, MAX_COLUMNS = 1000, 64
 
 
 def draw_tile(joints: np.ndarray, caption: str, frames_drawn: int = 8) -> np.ndarray:
@@ -77,9 +79,10 @@ def contact_sheet(group: zarr.Group, indices: list[int], columns: int = 8) -> np
 def write_contact_sheet(group: zarr.Group, out: Path, num_samples: int = 48, columns: int = 8) -> list[int]:
     """Write the sheet of up to num_samples samples spread evenly over the store, whole, as an image of
     out's suffix (`images.write_image`: PNG, JPEG); returns their indices."""
+    if not (1 <= num_samples <= MAX_TILES and 1 <= columns <= MAX_COLUMNS):
+        raise ConfigError(f"--samples must be 1..{MAX_TILES} and --columns 1..{MAX_COLUMNS}, got "
+                          f"{num_samples} and {columns}")
     require_stages(group, ("skeleton",))
-    if num_samples < 1 or columns < 1:
-        raise NTUPrepError(f"--samples and --columns must be >= 1, got {num_samples} and {columns}")
     n = group["samples/name"].shape[0]
     indices = sorted(set(np.linspace(0, n - 1, min(num_samples, n)).round().astype(int).tolist()))
     write_image(out, contact_sheet(group, indices, columns))

@@ -125,7 +125,9 @@ def test_options_that_cannot_work_are_usage_errors(raw, tmp_path):
     --epochs 0 exited 1 while --samples 0 exited 2."""
     result = CliRunner().invoke(main, ["extract", "--videos", str(raw), "--out", str(tmp_path / "s.zarr"),
                                        "--size", "17"])
-    assert result.exit_code == 2 and result.output == "Error: --size must be an even number >= 16, got 17\n"
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("Error: --size must be an even number in 16..1080")
+    assert result.output.endswith(", got 17\n")
     assert not (tmp_path / "s.zarr").exists()
     result = CliRunner().invoke(main, ["extract", "--skeletons", str(raw), "--out", str(tmp_path / "s.zarr"),
                                        "--jobs", "0"])
@@ -149,7 +151,7 @@ def test_synth_checks_its_counts_before_it_replaces_a_corpus(tmp_path):
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     with pytest.raises(ConfigError, match="num_classes must be 1..120, got 500"):
         write_synthetic_corpus(out, 4, 500, videos=False, progress=False)
-    with pytest.raises(ConfigError, match="num_samples must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"--samples must be 1\.\.8160 for 2 classes .*, got 0"):
         write_synthetic_corpus(out, 0, 2, videos=False, progress=False)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and (out / MARKER).is_file()
     result = CliRunner().invoke(main, ["synth", str(out), "--classes", "500"])

@@ -26,6 +26,7 @@ from cli.train import main as train_main
 from model.data.split import read_split
 from ntu_pipeline.errors import IncompleteStoreError, StoreFormatError
 from ntu_pipeline.export.common import ExportConfig, SampleTable
+from ntu_pipeline.export.hdf5 import write_hdf5
 from ntu_pipeline.export.pyskl import write_pyskl
 from ntu_pipeline.stages.runner import ExtractConfig, extract
 from ntu_pipeline.store import State, Status, open_store, verify_store
@@ -118,7 +119,8 @@ def test_unwritten_rows_read_as_pending_and_no_consumer_takes_them(corpus, refer
 
 def test_a_stage_being_added_is_unfinished_for_the_whole_run(corpus, tmp_path):
     """Catches the group (and the RGB stage) reading `complete` while videos are added to a complete
-    store: an export then took the half-written RGB stage."""
+    store: an export then took the half-written RGB stage. A skeleton export (pyskl) needs only the
+    finished skeleton stage."""
     out = tmp_path / "s.zarr"
     run(skeletons=corpus, out=out, shard_size=4)
     make_split(open_store(out, mode="r+"), "xsub")
@@ -130,7 +132,8 @@ def test_a_stage_being_added_is_unfinished_for_the_whole_run(corpus, tmp_path):
     assert group.attrs["stages"]["skeleton"]["state"] == State.COMPLETE
     assert (group["rgb/status"][:] == Status.PENDING).sum() == 12
     with pytest.raises(IncompleteStoreError, match="rgb stage is unfinished"):
-        write_pyskl(ExportConfig(store=out, out=tmp_path / "a.pkl", format="pyskl", progress=False))
+        write_hdf5(ExportConfig(store=out, out=tmp_path / "a.h5", format="hdf5", progress=False))
+    write_pyskl(ExportConfig(store=out, out=tmp_path / "a.pkl", format="pyskl", progress=False))
     with pytest.raises(IncompleteStoreError, match="rgb stage is unfinished"):
         read_split(out, "xsub", "train", need_rgb=True)
     assert len(read_split(out, "xsub", "train")) > 0  # a skeleton model needs only the finished stage
@@ -150,7 +153,7 @@ def test_a_kill_while_a_stage_creates_its_arrays_resumes(corpus, reference, tmp_
     assert (out / "rgb").is_dir() and "rgb" not in open_store(out).attrs["stages"]
     assert open_store(out).attrs["state"] == State.EXTRACTING
     with pytest.raises(IncompleteStoreError, match="not complete"):
-        write_pyskl(ExportConfig(store=out, out=tmp_path / "a.pkl", format="pyskl", progress=False))
+        write_hdf5(ExportConfig(store=out, out=tmp_path / "a.h5", format="hdf5", progress=False))
     assert any("not 'complete'" in problem for problem in verify_store(open_store(out)))
     zarr_tmp = out / "rgb" / "zarr.0123456789abcdef0123456789abcdef.partial"  # zarr's own temporary name
     zarr_tmp.write_bytes(b"{")

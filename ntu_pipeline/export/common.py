@@ -3,7 +3,8 @@ came from, atomic output files, and reading a store in shard-bounded blocks.
 
 Usage (the formats' own modules do this; `ntu-prep export` is the command):
     config = ExportConfig(store=Path("ntu60.zarr"), out=Path("ntu60_3danno.pkl"), format="pyskl")
-    group = open_for_export(config.store)             # refuses an incomplete store
+    group = open_for_export(config.store)             # refuses an incomplete or damaged store
+    group = open_for_export(config.store, SKELETON)   # only its skeleton stage (pyskl, ctrgcn)
     splits = resolve_splits(group, config.protocols)  # stored where the store has them, else computed
     for positions, joints in read_blocks(group["skeleton/joints"], indices):  # (k, 300, 2, 25, 3)
         ...
@@ -31,12 +32,13 @@ from .. import __version__
 from ..atomic import atomic_path
 from ..errors import ConfigError, NTUPrepError
 from ..manifests import get_protocol, protocols
-from ..store import Status, open_store, read_strings, require_complete, split_indices
+from ..store import Status, open_store, read_strings, require_complete, require_stages, split_indices
 from ..store.schema import SHARD_READ_ERRORS
 from ..store.splits import compute_split, usable_skeleton
 
 EXPORT_FORMATS = ("pyskl", "ctrgcn", "hdf5")
 BLOCK_BYTES = 32 * 2**20  # the most one read may hold, whatever the shard size (joints: 22 MB a shard)
+SKELETON = ("skeleton",)  # the stage pyskl and ctrgcn read: the RGB stage may be absent or unfinished
 
 
 @dataclass(frozen=True)
@@ -123,11 +125,15 @@ class ExportSplit:
                 "train": len(self.train), "test": len(self.test)}
 
 
-def open_for_export(path: Path) -> zarr.Group:
-    """The store, opened read-only; refuses one whose extraction has not finished (every stage: an
-    hdf5 export copies them all, and a half-written stage is never exported)."""
+def open_for_export(path: Path, stages: tuple[str, ...] | None = None) -> zarr.Group:
+    """The store, opened read-only; refuses one whose `stages` are missing, unfinished or damaged
+    (None: every stage and the store: an hdf5 export copies them all, and a half-written stage is never
+    exported; `require_complete` checks each shard file's size too)."""
     group = open_store(path)
-    require_complete(group)
+    if stages is None:
+        require_complete(group)
+    else:
+        require_stages(group, stages)
     return group
 
 
@@ -135,11 +141,13 @@ def dataset_protocols(dataset: str) -> tuple[str, ...]:
     return tuple(name for name, p in protocols().items() if p.dataset == dataset)
 
 
-def resolve_splits(group: zarr.Group, names: tuple[str, ...]) -> list[ExportSplit]:
+def resolve_splits(group: zarr.Group, names: tuple[str, ...],
+                   stages: tuple[str, ...] | None = None) -> list[ExportSplit]:
     """The requested protocols' splits (default: all of the store's dataset), stored or computed now.
 
     A split the store has is used as stored (with its keep_missing); one it lacks is computed with
-    `compute_split` (missing_skeleton samples excluded) and never written to the store.
+    `compute_split` over `stages` (None: every stage must be complete; missing_skeleton samples
+    excluded) and never written to the store.
     """
     dataset = group.attrs.get("dataset")
     names = names or dataset_protocols(dataset)
@@ -156,7 +164,7 @@ def resolve_splits(group: zarr.Group, names: tuple[str, ...]) -> list[ExportSpli
             keep = bool(group["splits"][name].attrs.get("keep_missing", False))
             out.append(ExportSplit(name, np.sort(train), np.sort(test), "stored", keep))
         else:
-            result = compute_split(group, name, keep_missing=False)
+            result = compute_split(group, name, keep_missing=False, stages=stages)
             out.append(ExportSplit(name, result.train, result.test, "computed", False))
     return out
 

@@ -47,8 +47,8 @@ from ..errors import NTUPrepError
 from ..manifests import NUM_CLASSES, get_protocol
 from ..progress import ProgressBar
 from ..skeleton.normalize import SPINE_MID
-from ..store.schema import require_stages
 from .common import (
+    SKELETON,
     ExportConfig,
     ExportSplit,
     ExportSummary,
@@ -128,11 +128,10 @@ def _y_blocks(labels: np.ndarray, num_classes: int, rows: int = 4096) -> Iterato
 def write_ctrgcn(config: ExportConfig) -> ExportSummary:
     """Write one CTR-GCN npz per protocol into the folder `config.out`; see the module docstring."""
     started = time.monotonic()
-    group = open_for_export(config.store)
-    require_stages(group, ("skeleton",))
+    group = open_for_export(config.store, SKELETON)
     if config.out.exists() and not config.out.is_dir():
         raise NTUPrepError(f"{config.out}: is a file; --format ctrgcn writes a folder of .npz files")
-    splits = resolve_splits(group, config.protocols)
+    splits = resolve_splits(group, config.protocols, SKELETON)
     targets = [npz_path(config.out, s.protocol) for s in splits]
     check_targets(targets, config.overwrite)  # all of them, before writing any
 

@@ -45,8 +45,8 @@ import numpy as np
 from ..errors import NTUPrepError
 from ..progress import ProgressBar
 from ..skeleton.normalize import SPINE_MID
-from ..store.schema import require_stages
 from .common import (
+    SKELETON,
     ExportConfig,
     ExportSummary,
     SampleTable,
@@ -100,9 +100,8 @@ def dump_streaming(obj: dict, file) -> None:
 def write_pyskl(config: ExportConfig) -> ExportSummary:
     """Write the PYSKL pickle of `config.store` to `config.out`; see the module docstring."""
     started = time.monotonic()
-    group = open_for_export(config.store)
-    require_stages(group, ("skeleton",))
-    splits = resolve_splits(group, config.protocols)
+    group = open_for_export(config.store, SKELETON)
+    splits = resolve_splits(group, config.protocols, SKELETON)
     table = SampleTable.read(group)
 
     wanted = np.unique(np.concatenate([np.concatenate([s.train, s.test]) for s in splits]))

@@ -4,6 +4,7 @@ Usage:
     record = parse_skeleton("S001C001P001R001A001.skeleton")
     record.joints[record.frame == 0]    # (bodies in frame 0, 25, 12)
     parse_skeleton_bytes(data, source="upload 3")    # the same from bytes; `source` names it in errors
+    check_camera_coordinates(record)    # SkeletonFormatError for a joint no Kinect can have measured
 
 The format: line 1 the frame count; per frame a body count (may be 0); per body one line of 10
 numbers (BODY_FIELDS, bodyID first), a line with the joint count (25), then 25 lines of 12 numbers
@@ -15,6 +16,10 @@ Every number equals Python's `float(token)` rounded to float32, and bodyID is th
 real IDs are above 2**53, and two performers' IDs can differ in the last digits only). The parse is a
 compiled numba kernel (`_tokenize.py`), ~25x faster than a plain line-by-line Python reader; the
 first process ever to use it compiles it (~10 s, then cached in __pycache__).
+
+The parse keeps what the file says; whether the numbers are a Kinect's is `check_camera_coordinates`'s
+to say (the skeleton stage calls it), on the record, so the compiled path and Python's `float` fallback
+are judged alike.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ from ._tokenize import (
 )
 
 NUM_JOINTS = 25
+# Kinect v2 measures depth over 0.5-4.5 m (about 8 m at most, past its specification), in a 70 x 60
+# degree field of view: no joint it tracks lies behind the camera or farther than 10 m along any axis.
+# The bound is generous so that no real recording is refused (NTU's real samples here: x -1.0..1.9,
+# y -0.7..1.3, z 3.0..5.2 m) while a corrupt number (1e30 m) is.
+MAX_CAMERA_METRES = 10.0
 BODY_FIELDS = (
     "bodyID", "clippedEdges", "handLeftConfidence", "handLeftState", "handRightConfidence",
     "handRightState", "isRestricted", "leanX", "leanY", "trackingState",
@@ -115,6 +125,31 @@ def parse_skeleton_bytes(data: bytes, source: str) -> SkeletonRecord:
     text = np.empty(padded_size(len(data)), np.uint8)
     text[: len(data)] = np.frombuffer(data, np.uint8)
     return _parse(text, len(data), source)
+
+
+def check_camera_coordinates(record: SkeletonRecord) -> None:
+    """SkeletonFormatError, naming the file, the line, the frame, body and joint, for the first joint
+    whose camera coordinates no Kinect v2 produces: |x| or |y| > MAX_CAMERA_METRES, z < 0 or z >
+    MAX_CAMERA_METRES, or not finite (the parser already refuses nan, inf and numbers past float32)."""
+    xyz = record.joints[..., :3]  # (R, 25, 3)
+    with np.errstate(invalid="ignore"):
+        bad = ((np.abs(xyz[..., :2]) > MAX_CAMERA_METRES).any(axis=-1) | (xyz[..., 2] < 0)
+               | (xyz[..., 2] > MAX_CAMERA_METRES) | ~np.isfinite(xyz).all(axis=-1))  # (R, 25)
+    if not bad.any():
+        return
+    row, joint = (int(i) for i in np.argwhere(bad)[0])
+    frame = int(record.frame[row])
+    body = row - int(np.searchsorted(record.frame, frame))  # 0-based, within its frame
+    # lines: the frame count, a body-count line per frame up to this one, 27 per earlier body, then
+    # this body's line and joint count
+    line = 1 + (frame + 1) + 27 * row + 2 + joint + 1
+    x, y, z = (float(v) for v in xyz[row, joint])
+    m = MAX_CAMERA_METRES
+    raise SkeletonFormatError(
+        record.source, line,
+        f"camera coordinates a Kinect v2 can measure (|x|, |y| <= {m:g} m, 0 <= z <= {m:g} m; its depth "
+        "range is 0.5-8 m)",
+        f"x, y, z = {x:.6g}, {y:.6g}, {z:.6g} (frame {frame + 1}, body {body + 1}, joint {joint + 1})")
 
 
 def _parse(text: np.ndarray, n: int, source: str) -> SkeletonRecord:

@@ -11,6 +11,11 @@ crashed the interpreter with SIGSEGV in 7 of 16 tries. So SIGINT only sets a fla
 where stopping is safe; a second Ctrl-C exits at once (the store resumes from that too, as from
 kill -9). Worker processes ignore SIGINT: the terminal sends it to the whole process group, and the
 parent alone decides how to stop (`ignore_interrupts` is their initializer).
+
+Once a command has done its work and said so, `quiet_shutdown()` (cli/errors.py calls it) keeps a Ctrl-C
+from interrupting the interpreter's exit, where it joins loky's (or dask's) threads: Python printed
+"Exception ignored in: <module 'threading'> ... KeyboardInterrupt" over the finished run. There a first
+Ctrl-C is ignored (the exit takes under a second), a second exits at once, quietly, with status 130.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ..errors import Interrupted
 
 MESSAGE = "interrupted; rerun the same command to resume"
 _requested = threading.Event()
+_pressed_at_shutdown = threading.Event()
 
 
 def _on_sigint(signum, frame) -> None:
@@ -34,6 +40,24 @@ def _on_sigint(signum, frame) -> None:
         sys.stderr.flush()
         os._exit(130)
     _requested.set()
+
+
+def _at_shutdown(signum, frame) -> None:
+    if _pressed_at_shutdown.is_set():
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    _pressed_at_shutdown.set()
+
+
+def quiet_shutdown() -> None:
+    """From now on Ctrl-C never raises (see the module docstring); main thread only, else a no-op."""
+    if threading.current_thread() is threading.main_thread():
+        _pressed_at_shutdown.clear()
+        signal.signal(signal.SIGINT, _at_shutdown)
 
 
 def check_interrupt() -> None:

@@ -9,6 +9,11 @@ no usable skeleton (no file, the official missing list, a failed parse, no joint
 cropped with `fallback_crop_box` (the centred square of the full frame height) and its note says so.
 Decoding, cropping and the frame sampling are `video.decode.decode_clip`'s.
 
+A video that holds fewer than MIN_HELD_SHARE (half) of the frames the recording has (the larger of its
+container header's count and its skeleton file's span) is no longer the action: its T frames would be a
+fraction of it repeated, so the sample fails (`short_video`), naming both counts. Shorter by less, it is
+sampled over the frames it holds and its note says so (`rgb/note`; `info` counts noted samples).
+
 Arrays: rgb/frames (N, T, S, S, 3) uint8, one JPEG (or lz4) chunk per frame, frames past the end of a
 short video (with frames=None) left out and read as zeros; rgb/frame_index (N, T) int32, the source
 frame of each stored frame, -1 where none; rgb/crop_box (N, 4) float32 (x0, y0, x1, y1) in the video's
@@ -24,12 +29,19 @@ import cv2
 import numpy as np
 import zarr
 
+from ..errors import VideoDecodeError
 from ..store.schema import MAX_FRAMES, ArraySpec, has_stage, status_column
 from ..store.status import Status
 from ..video.crop import person_crop_box
 from ..video.decode import decode_clip
 from .rgb_options import RgbOptions
 from .stage import Prepared, SampleEntry, Stage
+
+# A video holding fewer than this share of its recording's frames fails: a video cut to a third shows a
+# third of the action, and its stored frames would repeat each source frame 3 times or more. The
+# recording's length is the larger of the container header's frame count and the skeleton file's span
+# (both say how long the camera ran; a truncated file keeps its header).
+MIN_HELD_SHARE = 0.5
 
 
 def rgb_arrays(options: RgbOptions) -> tuple[ArraySpec, ...]:
@@ -60,6 +72,17 @@ def skeleton_box(group: zarr.Group, index: int) -> tuple[np.ndarray | None, str]
     return box, "" if box is not None else "no skeleton joint inside the frame"
 
 
+def short_video(held: int, header_frames: int, skeleton_frames: int) -> str | None:
+    """Why a video of `held` frames is too short to stand for its recording (None when it is not): the
+    recording has max(header_frames, skeleton_frames) frames (0: unknown)."""
+    expected = max(header_frames, skeleton_frames)
+    if held >= MIN_HELD_SHARE * expected:
+        return None
+    source = "its container header" if header_frames >= skeleton_frames else "its skeleton file"
+    return (f"holds {held} frames where {source} says the recording has {expected}: fewer than "
+            f"{MIN_HELD_SHARE:.0%}, so its frames would not show the whole action (is it truncated?)")
+
+
 def prepare_rgb(entry: SampleEntry, group: zarr.Group, frames: int | None, size: int) -> Prepared:
     """Decode, crop and sample one video. Raises VideoDecodeError (naming the file) on bad input."""
     cv2.setNumThreads(1)  # one worker process per core is the parallelism
@@ -69,11 +92,14 @@ def prepare_rgb(entry: SampleEntry, group: zarr.Group, frames: int | None, size:
     frame_index = np.full(t, -1, np.int32)
     frame_index[: len(clip.frame_index)] = clip.frame_index
     notes = [note for note in (box_note, clip.note) if note]
+    span = 0  # frames the skeleton file spans (its last kept frame + 1); 0 where no skeleton was kept
     if has_stage(group, "skeleton"):
-        skeleton_frames = group["skeleton/frame_index"][entry.index]
-        last = int(skeleton_frames.max())
-        if last >= 0 and abs(last + 1 - clip.num_source_frames) > 0:
-            notes.append(f"video has {clip.num_source_frames} frames, the skeleton file {last + 1} or more")
+        span = int(group["skeleton/frame_index"][entry.index].max()) + 1
+        if span > 0 and span != clip.num_source_frames:
+            notes.append(f"video has {clip.num_source_frames} frames, the skeleton file {span} or more")
+    reason = short_video(clip.num_source_frames, clip.header_frames, span)
+    if reason:
+        raise VideoDecodeError(entry.path, None, reason)
     return Prepared({
         "rgb/frames": clip.frames,
         "rgb/frame_index": frame_index,

@@ -16,6 +16,10 @@ from typing import Literal, get_args
 from ..errors import ConfigError
 from ..video.timeline import DEFAULT_FRAMES, DEFAULT_SIZE, MAX_FRAMES
 
+# The crop is cut from frames at most 1080 pixels high (NTU's 1920x1080): a larger side only upsamples,
+# and the bound keeps one clip's pixels (T x S x S x 3) within what a worker can hold (stages/resources.py).
+MAX_SIZE = 1080
+
 RgbCodec = Literal["jpeg", "lz4"]
 RGB_CODECS: tuple[str, ...] = get_args(RgbCodec)
 CROP_RULE = "person box over the clip, 25% margin, square (video.crop)"
@@ -24,7 +28,8 @@ CROP_RULE = "person box over the clip, 25% margin, square (video.crop)"
 @dataclass(frozen=True)
 class RgbOptions:
     """frames: T per sample, evenly spread (None: every frame up to 300); size: the square's side, any even
-    number >= 16; quality: JPEG quality 1..100; codec: jpeg (lossy, ~10x smaller) or lz4 (lossless)."""
+    number in 16..MAX_SIZE; quality: JPEG quality 1..100; codec: jpeg (lossy, ~10x smaller) or lz4
+    (lossless)."""
 
     frames: int | None = DEFAULT_FRAMES
     size: int = DEFAULT_SIZE
@@ -34,8 +39,9 @@ class RgbOptions:
     def __post_init__(self):
         if self.frames is not None and not 1 <= self.frames <= MAX_FRAMES:
             raise ConfigError(f"--frames must be 1..{MAX_FRAMES} or 'all', got {self.frames}")
-        if self.size < 16 or self.size % 2:
-            raise ConfigError(f"--size must be an even number >= 16, got {self.size}")
+        if not 16 <= self.size <= MAX_SIZE or self.size % 2:
+            raise ConfigError(f"--size must be an even number in 16..{MAX_SIZE} (the videos' height: a "
+                              f"larger crop only upsamples), got {self.size}")
         if not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be 1..100, got {self.quality}")
         if self.codec not in RGB_CODECS:

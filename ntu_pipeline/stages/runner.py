@@ -46,11 +46,12 @@ from ..store.schema import (
     read_strings,
     stage_info,
 )
-from ..store.status import STATUS_CODES, State, Status, describe_counts, labelled, status_counts
+from ..store.status import STATUS_CODES, State, Status, count_noted, describe_counts, labelled, status_counts
 from ..store.verify import damaged_shards
 from .backends import BACKENDS, Backend, run_tasks
 from .inputs import check_out, discover, infer_dataset, input_digest, outside_dataset
 from .interrupt import deferred_interrupts
+from .resources import check_extract_memory, check_jobs, check_shard_sizes
 from .rgb_options import RgbCodec, RgbOptions
 from .stage import SampleEntry, ShardTask, Stage
 
@@ -65,10 +66,11 @@ class StageSummary:
     shards_repaired: int
     seconds: float
     samples_prepared: int
+    noted: int = 0  # ok samples whose note says something (shown as "ok 5 (2 noted)")
 
     def describe(self) -> list[str]:
         rate = self.samples_prepared / self.seconds if self.seconds > 0 else 0.0
-        lines = [f"{self.name}: {describe_counts(self.counts)}",
+        lines = [f"{self.name}: {describe_counts(self.counts, self.noted)}",
                  f"{self.name}: shards {self.shards_written} written ({self.shards_repaired} of them "
                  f"repaired), {self.shards_resumed} already done; {self.samples_prepared} samples in "
                  f"{self.seconds:.1f} s ({rate:.0f} samples/s)"]
@@ -87,13 +89,25 @@ class ExtractSummary:
     not_in_input: int = 0
 
     @property
-    def nothing_succeeded(self) -> bool:
-        """Every sample a stage had input for failed (what makes `extract` exit 1)."""
+    def failed_stages(self) -> list[str]:
+        """The stages in which every sample they had input for failed (what makes `extract` exit 1)."""
+        out = []
         for stage in self.stages:
             tried = sum(n for status, n in stage.counts.items() if status != Status.ABSENT)
             if tried and stage.counts[Status.FAILED] == tried:
-                return True
-        return False
+                out.append(stage.name)
+        return out
+
+    def failure_line(self) -> str:
+        """The one line that ends a run in which a stage prepared nothing, true to the summary above it:
+        "every sample failed" only when no stage stored a sample; else which stage failed whole and what
+        the others stored."""
+        failed = self.failed_stages
+        kept = [f"{s.name} {describe_counts(s.counts, s.noted)}" for s in self.stages if s.name not in failed]
+        if not kept:
+            return "every sample failed: nothing usable was prepared (reasons above)"
+        return (f"every {' and '.join(failed)} sample failed: that stage prepared nothing (reasons above); "
+                f"stored: {'; '.join(kept)}")
 
     def describe(self) -> str:
         lines = [f"store: {self.store} ({self.dataset}, {self.num_samples} samples) in {self.seconds:.1f} s"]
@@ -132,8 +146,8 @@ class ExtractConfig:
             raise ConfigError(f"dataset must be one of {DATASETS}, not {self.dataset!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
-        if self.jobs < 1 or self.shard_size < 1 or self.rgb_shard_size < 1:
-            raise ConfigError("jobs and shard sizes must be >= 1")
+        check_jobs(self.jobs)
+        check_shard_sizes(self.shard_size, self.rgb_shard_size)
         if self.scheduler and self.backend != "dask":
             raise ConfigError("--scheduler needs --backend dask")
         if self.videos is not None:
@@ -257,8 +271,9 @@ def _run_stage(group: zarr.Group, stage: Stage, names: list[str], files: dict[st
     _set_stage(group, stage.name, counts=labelled(counts), state=State.COMPLETE)
     errors = read_strings(group[stage.error])
     failures = [(names[i], errors[i]) for i in np.flatnonzero(status == Status.FAILED)]
+    noted = count_noted(status, group[stage.note])
     return StageSummary(stage.name, counts, failures, len(tasks), len(done) - len(tasks), len(damaged),
-                        seconds, todo)
+                        seconds, todo, noted)
 
 
 def _stages(config: ExtractConfig, inputs: dict[str, tuple[Path, dict[str, Path]]]) -> list[Stage]:
@@ -277,8 +292,10 @@ def _stages(config: ExtractConfig, inputs: dict[str, tuple[Path, dict[str, Path]
 def extract(config: ExtractConfig, say: Callable[[str], None] = print) -> ExtractSummary:
     """Run (or resume) the stages the config has input for; see the module docstring.
 
-    `say` receives the messages a user should see while it runs (not the summary)."""
+    `say` receives the messages a user should see while it runs (not the summary). ConfigError, before
+    anything is touched, for a run that would not fit in this machine's memory (`resources.py`)."""
     started = time.monotonic()
+    check_extract_memory(config)
     inputs: dict[str, tuple[Path, dict[str, Path]]] = {}
     ignored: list[tuple[str, str]] = []
     for stage_name, folder, suffix in (("skeleton", config.skeletons, ".skeleton"),

@@ -15,7 +15,7 @@ import zarr
 
 from ..errors import NTUPrepError
 from ..skeleton.actors import MAX_WIDE_RATIO, MIN_TRACKED_FRAMES, WIDE_SPREAD, motion, select_actors
-from ..skeleton.parse import parse_skeleton
+from ..skeleton.parse import check_camera_coordinates, parse_skeleton
 from ..store.schema import CODEC, MAX_FRAMES, SKELETON_ARRAYS, ArraySpec, status_column
 from .stage import Prepared, SampleEntry, Stage
 
@@ -30,8 +30,9 @@ COLUMNS = (
 
 
 def prepare_skeleton(entry: SampleEntry, group: zarr.Group | None = None) -> Prepared:
-    """Parse, select actors, compute motion. Raises NTUPrepError on bad input."""
+    """Parse, check the coordinates, select actors, compute motion. Raises NTUPrepError on bad input."""
     record = parse_skeleton(entry.path)
+    check_camera_coordinates(record)
     actors = select_actors(record)
     n = actors.num_frames
     if n == 0:

@@ -16,7 +16,7 @@ import zarr
 
 from .lock import holder, lock_path
 from .schema import read_strings, split_indices, stage_info, store_size_bytes
-from .status import State, Status, describe_counts, status_counts
+from .status import State, Status, count_noted, describe_counts, status_counts
 
 MAX_FAILURES_SHOWN = 20
 
@@ -36,7 +36,8 @@ def describe_store(group: zarr.Group) -> Iterator[str]:
         info = stage_info(group, stage)
         codes = group[info["status"]][:]
         counts = status_counts(codes)
-        yield (f"{stage}: {describe_counts(counts)}; state {info.get('state')}; from "
+        noted = count_noted(codes, group[info["note"]])
+        yield (f"{stage}: {describe_counts(counts, noted)}; state {info.get('state')}; from "
                f"{info['source']['folder']} ({info['source']['num_files']} files)")
         if info.get("state") != State.COMPLETE:
             yield (f"  {counts[Status.PENDING]} of {n} samples pending: rerun the same `ntu-prep extract` "

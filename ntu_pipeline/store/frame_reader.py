@@ -23,8 +23,13 @@ Both writers lay a multi-sample shard's chunks out in Morton order, so one sampl
 over most of its shard between other samples' frames (for shards of 16 x 32 frames, 83% of the file):
 the chunks needed are read in runs (a chunk at most MAX_GAP bytes after the previous run joins it),
 never the whole span. Absent chunks (an all-zero frame, frames past the end of a short video in a
-`--frames all` store, a failed sample) and missing shard files read as the fill value (0), exactly as
-zarr reads them.
+`--frames all` store, a failed sample) read as the fill value (0), exactly as zarr reads them. In an
+ntu-prep store the reader knows each shard file's size as its shard recorded it (`files.shard_sizes`):
+a file missing or of another size (deleted, truncated, or the store replaced while it is read) is a
+DamagedStoreError, never zeros; a missing file reads as zeros only where its shard wrote none, or for an
+array no stage recorded (a plain zarr array). A damaged file (index checksum, an entry outside the file,
+a chunk that does not decode) is a DamagedStoreError too: one line naming the file and the fix, which
+stays one line when raised in a DataLoader worker (`errors.NTUPrepError`).
 
 Processes: a reader keeps no file open between reads (each read opens and closes its shard file) and
 pickles as a path and a few numbers, so it can be made in the main process and used in forked or
@@ -36,7 +41,7 @@ from __future__ import annotations
 import operator
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import google_crc32c
@@ -46,9 +51,10 @@ import simplejpeg
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 
-from ..errors import StoreFormatError
+from ..errors import DamagedStoreError, StoreFormatError
+from .files import NONE_WRITTEN, NOT_RECORDED, shard_sizes
 from .jpeg_codec import CODEC_NAME, JpegCodec
-from .schema import Codec
+from .schema import Codec, is_store
 
 EMPTY = np.uint64(2**64 - 1)  # offset and nbytes of an absent chunk in a shard index
 INDEX_ENTRY = 16  # bytes per chunk in the index: (offset, nbytes) as two uint64
@@ -66,7 +72,9 @@ class FrameLayout:
     """What reading needs of a sharded per-frame array's zarr.json (`frame_layout` checks and makes it).
 
     folder: the array's directory; shape (N, T, *frame); samples_per_shard k; codec, a `schema.Codec`
-    ("jpeg" or "blosc"); dtype (native byte order) and fill_value as zarr reads them."""
+    ("jpeg" or "blosc"); dtype (native byte order) and fill_value as zarr reads them. store: the ntu-prep
+    store holding the array and sizes (shards,) the bytes its shards recorded per file (NONE_WRITTEN: no
+    file), both None for an array outside an ntu-prep store."""
 
     folder: Path
     shape: tuple[int, ...]
@@ -74,6 +82,15 @@ class FrameLayout:
     codec: Codec
     dtype: np.dtype
     fill_value: int | float
+    store: Path | None = None
+    sizes: tuple[int, ...] | None = None
+
+    def damaged(self, path: Path, what: str) -> DamagedStoreError:
+        """The error for shard file `path` found damaged (`what`), naming the fix."""
+        store = self.store or "STORE"
+        return DamagedStoreError(f"{path}: {what}: the file is damaged, or the store was replaced while "
+                                 f"being read; run `ntu-prep verify {store}`, then rerun the same "
+                                 "`ntu-prep extract` command to rewrite it")
 
     @property
     def frames(self) -> int:
@@ -168,11 +185,11 @@ def frame_layout(array: zarr.Array, folder: Path) -> FrameLayout:
 
 # --- one shard file -----------------------------------------------------------------------------------
 
-def _pread(fd: int, path: Path, start: int, stop: int) -> bytes:
+def _pread(fd: int, path: Path, start: int, stop: int, layout: FrameLayout) -> bytes:
     data = os.pread(fd, stop - start, start)
     if len(data) != stop - start:
-        raise StoreFormatError(f"{path}: bytes {start}..{stop} asked for, the file ends at "
-                               f"{start + len(data)} (truncated while being read?)")
+        raise layout.damaged(path, f"bytes {start}..{stop} asked for, the file ends at {start + len(data)} "
+                                   "(truncated while being read?)")
     return data
 
 
@@ -181,15 +198,13 @@ def read_index(fd: int, path: Path, layout: FrameLayout) -> tuple[np.ndarray, in
     (offset, nbytes) per chunk in C order; and where the chunk data ends (the index's offset)."""
     size = os.fstat(fd).st_size
     if size < layout.index_nbytes:
-        raise StoreFormatError(f"{path}: {size} bytes, too short for its shard index of "
-                               f"{layout.index_nbytes}: the file is damaged")
+        raise layout.damaged(path, f"{size} bytes, too short for its shard index of {layout.index_nbytes}")
     data_end = size - layout.index_nbytes
-    raw = _pread(fd, path, data_end, size)
+    raw = _pread(fd, path, data_end, size, layout)
     stored, computed = int.from_bytes(raw[-CHECKSUM:], "little"), google_crc32c.value(raw[:-CHECKSUM])
     if stored != computed:
-        raise StoreFormatError(f"{path}: shard index checksum mismatch (stored {stored:08x}, computed "
-                               f"{computed:08x}): the file is damaged (`ntu-prep verify` lists such "
-                               "files; rerunning the same extract rewrites them)")
+        raise layout.damaged(path, f"shard index checksum mismatch (stored {stored:08x}, computed "
+                                   f"{computed:08x})")
     index = np.frombuffer(raw, "<u8", count=(len(raw) - CHECKSUM) // 8)
     return index.reshape(-1, 2), data_end  # (k * T, 2)
 
@@ -207,17 +222,18 @@ def sample_entries(layout: FrameLayout, sample: int) -> np.ndarray:
     return index[local * layout.frames:(local + 1) * layout.frames]
 
 
-def _present(entries: np.ndarray, data_end: int, path: Path, sample: int, frames: np.ndarray) -> np.ndarray:
-    """(m,) bool: which index entries (m, 2) hold a chunk; StoreFormatError for one outside the data."""
+def _present(entries: np.ndarray, data_end: int, path: Path, sample: int, frames: np.ndarray,
+             layout: FrameLayout) -> np.ndarray:
+    """(m,) bool: which index entries (m, 2) hold a chunk; DamagedStoreError for one outside the data."""
     offsets, sizes = entries[:, 0], entries[:, 1]
     present = offsets != EMPTY
     fits = (sizes > 0) & (sizes <= data_end) & (offsets <= data_end - np.minimum(sizes, data_end))
     outside = present & ~fits
     if outside.any():
         m = int(np.flatnonzero(outside)[0])
-        raise StoreFormatError(f"{path}: the index entry of sample {sample} frame {int(frames[m])} (offset "
-                               f"{int(offsets[m])}, {int(sizes[m])} bytes) lies outside the file's "
-                               f"{data_end} bytes of chunks: the file is damaged")
+        raise layout.damaged(path, f"the index entry of sample {sample} frame {int(frames[m])} (offset "
+                                   f"{int(offsets[m])}, {int(sizes[m])} bytes) lies outside the file's "
+                                   f"{data_end} bytes of chunks")
     return present
 
 
@@ -258,32 +274,41 @@ DECODERS: dict[Codec, Callable[[memoryview, np.ndarray], None]] = {"jpeg": _deco
 def read_shard_frames(layout: FrameLayout, sample: int, frames: np.ndarray, out: np.ndarray,
                       rows: np.ndarray) -> None:
     """Decode sample `sample`'s frames (m,) into out[rows] (rows (m,) into out (n, *frame)); absent
-    chunks, and every frame of a missing shard file, get the fill value."""
+    chunks, and every frame of a shard file its shard did not write, get the fill value."""
     shard, local = divmod(sample, layout.samples_per_shard)
     path = layout.shard_path(shard)
+    want = None if layout.sizes is None else layout.sizes[shard]
+    if want == NOT_RECORDED:  # a shard not done: nothing recorded to check against
+        want = None
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:  # no chunk of the shard was written: zarr reads the fill value too
+        if want is not None and want >= 0:
+            raise layout.damaged(path, f"missing, where its shard wrote {want} bytes") from None
         out[rows] = layout.fill_value
         return
     try:
         index, data_end = read_index(fd, path, layout)
+        found = data_end + layout.index_nbytes
+        if want is not None and found != want:
+            raise layout.damaged(path, f"{found} bytes where its shard wrote "
+                                       + ("none" if want == NONE_WRITTEN else str(want)))
         entries = index[local * layout.frames + frames]  # (m, 2)
-        present = _present(entries, data_end, path, sample, frames)
+        present = _present(entries, data_end, path, sample, frames, layout)
         out[rows[~present]] = layout.fill_value
         have = np.flatnonzero(present)
         starts = entries[have, 0].astype(np.int64)
         stops = starts + entries[have, 1].astype(np.int64)
         decode = DECODERS[layout.codec]
         for lo, hi, members in plan_reads(starts, stops, MAX_GAP):
-            view = memoryview(_pread(fd, path, lo, hi))
+            view = memoryview(_pread(fd, path, lo, hi, layout))
             for m in members:
                 start, stop, k = int(starts[m]), int(stops[m]), int(have[m])
                 try:
                     decode(view[start - lo:stop - lo], out[rows[k]])
                 except (ValueError, RuntimeError) as err:
-                    raise StoreFormatError(f"{path}: sample {sample} frame {int(frames[k])} (bytes "
-                                           f"{start}..{stop}) does not decode: {err}") from err
+                    where = f"sample {sample} frame {int(frames[k])} (bytes {start}..{stop})"
+                    raise layout.damaged(path, f"{where} does not decode: {err}") from err
     finally:
         os.close(fd)
 
@@ -310,6 +335,10 @@ class FrameReader:
         except (FileNotFoundError, zarr.errors.BaseZarrError) as err:
             raise StoreFormatError(f"{folder}: no zarr array there ({err})") from err
         self.layout = frame_layout(array, folder)
+        if path and is_store(Path(store)):  # an ntu-prep store: its shards recorded their files' sizes
+            sizes = shard_sizes(zarr.open_group(str(store), mode="r"), path)
+            if sizes is not None:
+                self.layout = replace(self.layout, store=Path(store), sizes=tuple(sizes.tolist()))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -325,8 +354,9 @@ class FrameReader:
         (None: all T): (n, *frame), e.g. (n, S, S, 3) uint8, equal to zarr's `array[sample][positions]`.
 
         Each distinct frame is decoded once, into `out` when given ((n, *frame), C-contiguous, the
-        array's dtype). IndexError for an index out of range; StoreFormatError, naming the shard file,
-        for a damaged shard (index checksum, an entry outside the file, a chunk that does not decode)."""
+        array's dtype). IndexError for an index out of range; DamagedStoreError, naming the shard file
+        and the fix, for a shard file missing or of another size than recorded, or damaged (index
+        checksum, an entry outside the file, a chunk that does not decode)."""
         layout = self.layout
         name = str(layout.folder)
         sample = int(_in_range(np.array([operator.index(sample)]), layout.shape[0], "sample", name)[0])

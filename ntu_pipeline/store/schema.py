@@ -3,7 +3,8 @@
 Usage:
     group = open_store("ntu60.zarr")                 # refuses a format it does not know
     sample = read_sample(group, 0)                   # dict of arrays, trimmed to the frames kept
-    require_complete(group, ("skeleton",))           # IncompleteStoreError while rows are pending
+    require_complete(group, ("skeleton",))           # IncompleteStoreError while rows are pending,
+                                                     # DamagedStoreError for a shard file gone or resized
     require_stages(group, ("rgb",))                  # StoreFormatError naming the fix if it has none
 
 Layout (N samples, the union of every input's sample names):
@@ -35,6 +36,7 @@ from zarr.codecs import BloscCodec
 
 from ..errors import IncompleteStoreError, StoreFormatError
 from ..sample_id import SampleId
+from .files import check_shard_files
 from .lock import other_writer
 from .status import State, Status, status_counts
 
@@ -269,7 +271,9 @@ def unfinished(group: zarr.Group, stages: tuple[str, ...] | None = None) -> list
 
 
 def require_complete(group: zarr.Group, stages: tuple[str, ...] | None = None) -> None:
-    """IncompleteStoreError, in one line naming the fix, unless the stages (None: every stage) are done."""
+    """IncompleteStoreError, in one line naming the fix, unless the stages (None: every stage) are done;
+    then DamagedStoreError unless every file their shards wrote is there at its recorded size
+    (`files.check_shard_files`: what every consumer checks before reading)."""
     problems = unfinished(group, stages)
     if problems:
         root = Path(group.store.root)
@@ -277,6 +281,7 @@ def require_complete(group: zarr.Group, stages: tuple[str, ...] | None = None) -
         fix = (f"another ntu-prep is writing it now (pid and task: {writer}): wait for it to finish" if writer
                else "rerun the same `ntu-prep extract` command to finish it")
         raise IncompleteStoreError(f"{root}: {'; '.join(problems)}; {fix}")
+    check_shard_files(group, stages)
 
 
 # What each stage stores, and the `ntu-prep extract` input that adds it to a store (the fix a refusal names).

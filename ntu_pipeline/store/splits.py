@@ -56,12 +56,14 @@ def check_protocol(group: zarr.Group, protocol_name: str) -> None:
                                f"{dataset}")
 
 
-def compute_split(group: zarr.Group, protocol_name: str, keep_missing: bool = False) -> SplitResult:
+def compute_split(group: zarr.Group, protocol_name: str, keep_missing: bool = False,
+                  stages: tuple[str, ...] | None = None) -> SplitResult:
     """Train/test indices of a store's samples under a protocol (membership; see the module docstring).
 
-    Refuses a store whose extraction is unfinished (IncompleteStoreError, naming the fix)."""
+    Refuses a store whose `stages` (None: every stage, and the store) are unfinished or damaged
+    (`require_complete`); the modality counts are of those stages."""
     check_protocol(group, protocol_name)
-    require_complete(group)
+    require_complete(group, stages)
     protocol = get_protocol(protocol_name)
     names = read_strings(group["samples/name"])
     listed = missing_samples(protocol.dataset)
@@ -73,6 +75,8 @@ def compute_split(group: zarr.Group, protocol_name: str, keep_missing: bool = Fa
     both = np.concatenate([train, test])
     modalities = {}
     for stage in dict(group.attrs.get("stages", {})):
+        if stages is not None and stage not in stages:
+            continue
         codes = group[stage_info(group, stage)["status"]][:][both]
         modalities[stage] = status_counts(codes)
     return SplitResult(protocol_name, train, test, -1 if keep_missing else int(on_list.sum()), modalities)

@@ -59,6 +59,19 @@ def labelled(counts: dict[Status, int]) -> dict[str, int]:
     return {Status(status).label: n for status, n in counts.items()}
 
 
-def describe_counts(counts: dict[Status, int]) -> str:
-    """"ok 3000, failed 2" (non-zero counts only, in Status order)."""
-    return ", ".join(f"{Status(s).label} {n}" for s, n in counts.items() if n) or "no samples"
+def count_noted(status: np.ndarray, notes) -> int:
+    """How many ok rows of a status column (N,) have a non-empty note (`notes`: the (N,) note column,
+    a zarr array or anything indexable the same way)."""
+    ok = np.flatnonzero(np.asarray(status) == Status.OK)
+    if not len(ok):
+        return 0
+    column = np.asarray(notes[:], dtype=object)
+    return int(sum(bool(column[i]) for i in ok))
+
+
+def describe_counts(counts: dict[Status, int], noted: int = 0) -> str:
+    """"ok 3000 (12 noted), failed 2": non-zero counts only, in Status order; `noted`, the ok samples
+    whose note column says something (a replaced frame, a fallback crop, a short video), when any."""
+    def count(status: Status, n: int) -> str:
+        return f"{status.label} {n}" + (f" ({noted} noted)" if status == Status.OK and noted else "")
+    return ", ".join(count(Status(s), n) for s, n in counts.items() if n) or "no samples"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import NTUPrepError
 from ..progress import ProgressBar
+from ..stages.resources import check_jobs
 from .skeleton import sample_names, synth_sample
 from .skeleton_text import format_skeleton
 from .video import render_video
@@ -78,6 +79,7 @@ def write_synthetic_corpus(out: Path, samples: int, classes: int, seed: int = 0,
                            progress: bool = True, jobs: int = 1) -> int:
     """Write the corpus; returns the number of samples. Checks every argument before it touches `out`."""
     sample_names(samples, classes, seed)  # ConfigError for a count out of range, before any deletion
+    check_jobs(jobs)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NTUPrepError(f"{out} is a file, not a folder")

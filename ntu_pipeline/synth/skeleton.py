@@ -148,6 +148,15 @@ def _check_classes(num_classes: int) -> None:
         raise ConfigError(f"num_classes must be 1..{MAX_CLASSES}, got {num_classes}")
 
 
+def max_samples(num_classes: int) -> int:
+    """How many distinct names `sample_names` can draw for `num_classes` classes: the j-th sample of a
+    class takes camera 1 + j % 3 and the xsub side j % 2, so each of those 6 groups of a class holds
+    MAX_SETUP setups x 20 performers of its side x 2 replications names (past that it would draw for ever)."""
+    side = min(sum(get_protocol("xsub").is_train(p) for p in range(1, NUM_PERFORMERS + 1)),
+               sum(not get_protocol("xsub").is_train(p) for p in range(1, NUM_PERFORMERS + 1)))
+    return num_classes * 2 * NUM_CAMERAS * MAX_SETUP * side * 2
+
+
 def sample_names(num_samples: int, num_classes: int, seed: int = 0) -> list[str]:
     """Distinct NTU names, sorted; sample i has class i % K (balanced).
 
@@ -156,8 +165,10 @@ def sample_names(num_samples: int, num_classes: int, seed: int = 0) -> list[str]
     under both xsub and xview. Setups (1-17) and replications (1-2) are drawn at random.
     """
     _check_classes(num_classes)
-    if num_samples < 1:
-        raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
+    most = max_samples(num_classes)
+    if not 1 <= num_samples <= most:
+        raise ConfigError(f"--samples must be 1..{most} for {num_classes} classes (each class has "
+                          f"{most // num_classes} distinct names here), got {num_samples}")
     train = [p for p in range(1, NUM_PERFORMERS + 1) if get_protocol("xsub").is_train(p)]
     test = [p for p in range(1, NUM_PERFORMERS + 1) if p not in train]
     rng = np.random.default_rng([seed, 0x5A3E])
