@@ -18,7 +18,8 @@ import zarr
 
 from .errors import ConfigError, NTUPrepError
 from .images import write_image
-from .sheet import ACTOR_COLOURS, BONES, MAX_COLUMNS
+from .sheet import ACTOR_COLOURS, MAX_COLUMNS
+from .skeleton.joints import BONES
 from .store.schema import has_stage, read_strings, require_stages
 from .store.status import Status
 from .video.crop import project_to_crop

@@ -17,15 +17,10 @@ import zarr
 
 from .errors import ConfigError
 from .images import write_image
+from .skeleton.joints import BONES
 from .store.schema import read_sample, require_stages
 from .store.status import Status
 
-# NTU's 24 bones, 0-based joint pairs (the Kinect v2 skeleton).
-BONES = (
-    (0, 1), (1, 20), (2, 20), (3, 2), (4, 20), (5, 4), (6, 5), (7, 6), (8, 20), (9, 8), (10, 9), (11, 10),
-    (12, 0), (13, 12), (14, 13), (15, 14), (16, 0), (17, 16), (18, 17), (19, 18), (21, 22), (22, 7),
-    (23, 24), (24, 11),
-)
 ACTOR_COLOURS = ((200, 90, 20), (40, 40, 210))  # BGR: blue, red
 TILE, CAPTION = 200, 30
 # Bounds of a sheet (and a preview's rows): 1000 tiles are 138 MB of pixels; a row of 64 is 12,800 pixels.

@@ -21,7 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ntu_pipeline.sheet import BONES  # NTU's 24 Kinect v2 bones, 0-based (ST-GCN's / CTR-GCN's ntu pairs)
+from ntu_pipeline.skeleton.joints import (
+    BONES,  # NTU's 24 Kinect v2 bones, 0-based (ST-GCN's / CTR-GCN's ntu pairs)
+)
 
 __all__ = ["BONES", "SCORE_FLOOR", "bone_index", "joint_heatmaps", "limb_heatmaps", "tracking_scores"]
 
