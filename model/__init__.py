@@ -25,7 +25,9 @@ all zero) in frame t or t+1, and zero at the last frame. The networks compute it
 the store's per-frame `skeleton/motion` follows the same rule at full frame rate.
 """
 
+from model.data.dataset import NTUDataset
 from model.data.motion import skeleton_motion
+from model.data.transforms import rgb_to_model, skeleton_bones
 from model.networks.build import INPUTS, MODEL_NAMES, NetworkSpec, build, network_spec
 from model.networks.ccdfarm import TwoStreamConfig, TwoStreamNet, heads_loss, to_channels_last_3d
 from model.networks.ctrgcn import CTRGCN, CTRGCNConfig
@@ -42,4 +44,5 @@ __all__ = [
     "MODEL_NAMES", "NetworkSpec", "PoseC3D", "PoseC3DConfig", "RGBPoseConfig", "RGBPoseConv3D", "SlowOnly",
     "SlowOnlyConfig", "TIAM", "TwoStreamConfig", "TwoStreamNet", "build", "heads_loss", "load_pytorch_i3d",
     "load_released", "network_spec", "pytorch_i3d_key_map", "skeleton_motion", "to_channels_last_3d",
+    "NTUDataset", "rgb_to_model", "skeleton_bones",  # the data path's public names (model/data)
 ]

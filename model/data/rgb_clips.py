@@ -60,18 +60,31 @@ def rgb_frame_table(group: zarr.Group, indices: np.ndarray, need_skeleton: bool)
         if len(rows) == 0:
             continue
         source = rgb_index[lo:lo + shard][indices[rows] - lo]  # (k, T_s) source frames, -1 none
-        stored[rows] = np.maximum((source >= 0).sum(axis=1), 1)
+        stored[rows] = stored_frames(source)
         if not need_skeleton:
             continue
         kept_rows = group["skeleton/frame_index"][lo:lo + shard][indices[rows] - lo]  # (k, 300), -1 past
         frames = group["samples/num_frames"][lo:lo + shard][indices[rows] - lo]
         for j, row in enumerate(rows):
-            kept = kept_rows[j, :frames[j]]  # sorted source frames of the kept skeleton frames
-            if len(kept) == 0:
-                continue
-            k = np.searchsorted(kept, source[j]).clip(max=len(kept) - 1)
-            to_skeleton[row] = np.where((source[j] >= 0) & (kept[k] == source[j]), k, -1)
+            to_skeleton[row] = match_frames(kept_rows[j, :frames[j]], source[j])
     return RGBFrameTable(stored, to_skeleton)
+
+
+def stored_frames(source: np.ndarray) -> np.ndarray:
+    """(...,) int64: how many stored RGB frames hold a source frame, from `rgb/frame_index` rows
+    (..., T_s) (-1: none), at least 1 (a failed sample's one black frame)."""
+    return np.maximum((source >= 0).sum(axis=-1), 1).astype(np.int64)
+
+
+def match_frames(kept: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """(T_s,) int64: for each stored RGB frame's source frame `source` (T_s,) (-1: none), the kept
+    skeleton frame with the same source frame, found in `kept` (F,) the sorted source frames of a
+    sample's kept skeleton frames (`skeleton/frame_index[i, :num_frames]`); -1 where none (no actor
+    was seen at that instant)."""
+    if len(kept) == 0:
+        return np.full(len(source), -1, np.int64)
+    k = np.searchsorted(kept, source).clip(max=len(kept) - 1)
+    return np.where((source >= 0) & (kept[k] == source), k, -1).astype(np.int64)
 
 
 class RGBClips(torch.utils.data.Dataset):

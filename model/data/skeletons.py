@@ -4,6 +4,7 @@
     packed.frames             # (F, M, V, 3): every kept frame of every sample, sample after sample
     packed.starts[rows]       # (B,) where each sample's frames begin; packed.lengths[rows] how many
     resample_packed(packed.frames, packed.starts[rows], packed.lengths[rows], positions)  # transforms.py
+    table = load_packed_table(store, "skeleton/frame_index", indices, num_frames)   # (F,) packed alike
 
 Why packed: a dense (n, T_max, M, V, 3) tensor is sized by the longest sample (300 frames in NTU, whose
 samples average ~85): NTU120's two splits took ~20 GB per process in fp32, more than a 24 GB card has
@@ -56,6 +57,31 @@ def load_packed(store: str | Path, indices: np.ndarray, num_frames: np.ndarray, 
     lengths = np.maximum(np.asarray(num_frames, np.int64), 1)  # (n,)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     out = torch.zeros((int(lengths.sum()), *array.shape[2:]), dtype=dtype, device=device)  # (F, M, V, 3)
+    for rows, block in _shard_blocks(array, indices, lengths):
+        block = torch.from_numpy(block).to(device)  # (k, longest, M, V, 3)
+        block = normalize_skeletons(block, normalize).to(dtype)
+        for k, row in enumerate(rows):
+            out[starts[row]:starts[row] + lengths[row]] = block[k, :lengths[row]]
+    return PackedSkeletons(out, torch.from_numpy(starts).to(device), torch.from_numpy(lengths).to(device))
+
+
+def load_packed_table(store: str | Path, path: str, indices: np.ndarray,
+                      num_frames: np.ndarray) -> np.ndarray:
+    """Per-frame array `path` (N, 300, ...) of samples `indices` (n,), packed as `load_packed` packs the
+    joints (the same starts and lengths): (F, ...), e.g. `skeleton/frame_index` (F,) int32."""
+    array = open_store(store)[path]
+    lengths = np.maximum(np.asarray(num_frames, np.int64), 1)  # (n,)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    out = np.zeros((int(lengths.sum()), *array.shape[2:]), dtype=array.dtype)
+    for rows, block in _shard_blocks(array, indices, lengths):
+        for k, row in enumerate(rows):
+            out[starts[row]:starts[row] + lengths[row]] = block[k, :lengths[row]]
+    return out
+
+
+def _shard_blocks(array, indices: np.ndarray, lengths: np.ndarray):
+    """(rows, block) shard by shard of `array` (N, 300, ...): rows (k,) the positions in `indices` of its
+    samples there, block (k, longest, ...) their first frames, read whole by slice, within one shard."""
     shard = (array.shards or array.chunks)[0]
     for lo in range(0, array.shape[0], shard):
         rows = np.flatnonzero((indices >= lo) & (indices < lo + shard))
@@ -63,9 +89,4 @@ def load_packed(store: str | Path, indices: np.ndarray, num_frames: np.ndarray, 
             continue
         first, last = int(indices[rows].min()), int(indices[rows].max())
         longest = int(lengths[rows].max())
-        block = torch.from_numpy(array[first:last + 1][:, :longest])  # by slice, within one shard
-        block = block[torch.from_numpy(indices[rows] - first)].to(device)  # (k, longest, M, V, 3)
-        block = normalize_skeletons(block, normalize).to(dtype)
-        for k, row in enumerate(rows):
-            out[starts[row]:starts[row] + lengths[row]] = block[k, :lengths[row]]
-    return PackedSkeletons(out, torch.from_numpy(starts).to(device), torch.from_numpy(lengths).to(device))
+        yield rows, array[first:last + 1][:, :longest][indices[rows] - first]  # (k, longest, ...)

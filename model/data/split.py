@@ -29,12 +29,14 @@ frames, or, for a store whose frames the model takes whole (a 32-frame store, 32
 would be the same), view k of `clips` crops spread along the frame's diagonal (`view_boxes`). One clip
 is the centred window and the centre crop, as at every epoch's evaluation.
 
-Nothing in a step waits for the device: each epoch's order, uniforms and RGB skeleton frames are copied
-to the device once, before its first step; a batch then indexes them there.
+Nothing in a step waits for the device: each epoch's order, uniforms, RGB frames and their skeleton
+frames are copied to the device once, before its first step; a batch then indexes them there.
 
 Determinism: every random choice is a pure function of (seed, epoch, sample): `epoch_order` is the
 epoch's permutation, `epoch_randoms` one row of uniforms per sample. A batch is the same whatever the
-process count or the step a run resumed at.
+process count or the step a run resumed at. The rules that turn those uniforms into frames, crops and
+flips are `sampling.ClipRule`'s, which the public dataset (`dataset.NTUDataset`) calls too, one sample at
+a time: a sample's clip is the same tensor through either (tests/test_dataset.py).
 """
 
 from __future__ import annotations
@@ -50,31 +52,33 @@ from torch import Tensor
 
 from model.data.motion import skeleton_motion
 from model.data.rgb_clips import ClipRequest, RGBClips, collate_batch, rgb_frame_table
+from model.data.sampling import (  # noqa: F401  (the columns and draws, public here as before)
+    CROP_RATIO,
+    CROP_SCALE,
+    CROP_X,
+    CROP_Y,
+    FLIP,
+    NUM_RANDOMS,
+    WINDOW_RATIO,
+    WINDOW_START,
+    ClipRule,
+    epoch_order,
+    epoch_randoms,
+)
 from model.data.skeletons import PackedSkeletons, load_packed
 from model.data.transforms import (
     NORMALIZATIONS,
-    TEST_WINDOW,
-    clip_uniforms,
-    crop_boxes,
     crop_clips,
     gather_packed,
     mirror_index,
     mirror_skeleton,
     resample_packed,
-    segment_positions,
     to_model_layout,
-    view_boxes,
-    window_positions,
-    window_ratio,
 )
 from ntu_pipeline.errors import ConfigError, StoreFormatError
 from ntu_pipeline.store import open_store, split_indices
 from ntu_pipeline.store.schema import require_stages
 from ntu_pipeline.store.splits import check_protocol, describe_left_out, usable_samples
-
-# Columns of `epoch_randoms`: uniforms in [0, 1) per sample and epoch.
-WINDOW_RATIO, WINDOW_START, CROP_SCALE, CROP_RATIO, CROP_X, CROP_Y, FLIP = range(7)
-NUM_RANDOMS = 7
 
 
 @dataclass(frozen=True)
@@ -179,18 +183,13 @@ def samples_info(group, store: Path, indices: np.ndarray, protocol: str, part: s
         left_out=left_out, **rgb)
 
 
-
-# --- temporal sampling --------------------------------------------------------------------------------
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of epoch `epoch`: a permutation of range(n), a pure function of its arguments."""
-    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+def clip_rule(spec: ClipSpec, info: SplitInfo) -> ClipRule:
+    """The rule that cuts `spec`'s clips out of the samples of `info` (`sampling.ClipRule`)."""
+    return ClipRule(spec.frames, spec.crop, spec.flip, info.rgb_size if spec.rgb else None,
+                    info.rgb_frames if spec.rgb else None, info.rgb_all and spec.rgb)
 
 
-def epoch_randoms(n: int, seed: int, epoch: int) -> Tensor:
-    """Uniforms (n, NUM_RANDOMS) in [0, 1), one row per sample of the split for epoch `epoch`."""
-    return torch.from_numpy(np.random.default_rng([seed, epoch, 1]).random((n, NUM_RANDOMS)))
-
+# --- order --------------------------------------------------------------------------------
 
 def train_plan(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
                world: int = 1) -> list[np.ndarray]:
@@ -238,22 +237,26 @@ def _to_device(array: np.ndarray, device: torch.device) -> Tensor:
 @dataclass(frozen=True, eq=False)
 class Batch:
     """rgb (B, 3, T, crop, crop) in [-1, 1] or None; skeleton and motion (B, 3, T, 25, 2) or None;
-    labels (B,) int64; positions (B,) int64 into the split (on the device)."""
+    labels (B,) int64; positions (B,) int64 into the split; frames (B, T) int64, the stored frames the
+    clips took: `rgb/frames` positions for models with RGB, kept skeleton frames (`skeleton/joints`, the
+    nearest to each interpolated position) for skeleton models (all on the device)."""
 
     rgb: Tensor | None
     skeleton: Tensor | None
     motion: Tensor | None
     labels: Tensor
     positions: Tensor
+    frames: Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class _Epoch:
     """One epoch's (or test clip's) choices, on the device: uniforms (n, NUM_RANDOMS) or None at test,
-    skeleton frames of the RGB clips (n, T) or None, the test clip (k of `clips`) and its segment
-    offsets (T,) (None for one clip)."""
+    stored RGB frames of the clips (n, T) and their skeleton frames (n, T) or None, the test clip (k of
+    `clips`) and its segment offsets (T,) (None for one clip)."""
 
     randoms: Tensor | None
+    rgb_frames: Tensor | None
     rgb_skeleton: Tensor | None
     clip: int
     clips: int
@@ -277,6 +280,7 @@ class SplitData:
         if info.labels.min() < 0 or info.labels.max() >= classes:  # once here, never in a step
             raise StoreFormatError(f"{info.store}: labels outside [0, {classes}) in {info.protocol}/"
                                    f"{info.part}: samples/label is damaged (`ntu-prep verify`)")
+        self.rule = clip_rule(spec, info)
         self.labels = torch.from_numpy(info.labels).to(self.device)
         self.num_frames = torch.from_numpy(info.num_frames).to(self.device)
         self.skeletons = skeletons
@@ -300,22 +304,23 @@ class SplitData:
     @property
     def spatial_views(self) -> bool:
         """Whether the multi-clip test takes views, not times: the model takes the stored frames whole."""
-        return not self.info.rgb_all and (self.info.rgb_frames or 0) <= self.spec.frames
+        return self.rule.spatial_views
 
     def rgb_frames(self, randoms: Tensor | None, clip: int = 0, clips: int = 1) -> np.ndarray:
         """(n, T) int64: the stored frames of every sample's clip this epoch (train: `randoms`) or for
         test clip `clip` of `clips`."""
-        stored = torch.from_numpy(self.rgb_table.stored)
-        n, t = len(stored), self.spec.frames
-        if clips > 1 and not self.spatial_views:
-            return segment_positions(stored, t, clip_uniforms(clips, t)[clip]).numpy()
-        if not self.info.rgb_all:
-            ratio, start = torch.ones(n, dtype=torch.float64), None  # every stored frame, evenly
-        elif randoms is None:
-            ratio, start = torch.full((n,), TEST_WINDOW, dtype=torch.float64), None
-        else:
-            ratio, start = window_ratio(randoms[:, WINDOW_RATIO], n, "cpu"), randoms[:, WINDOW_START]
-        return window_positions(stored, t, ratio, start).round().long().numpy()
+        return self.rule.rgb_positions(torch.from_numpy(self.rgb_table.stored), randoms, clip, clips).numpy()
+
+    def clip_frames(self, epoch: int = 0, train: bool = False, clip: int = 0, clips: int = 1) -> np.ndarray:
+        """(n, T) int64: the stored frames each sample's clip takes (`Batch.frames` of the same epoch or
+        test clip): `rgb/frames` positions for models with RGB, the kept skeleton frames nearest to the
+        interpolated positions (rounded) for skeleton models. What a picture of the clip draws."""
+        randoms = epoch_randoms(len(self.info), self.seed, epoch) if train else None
+        if self.spec.rgb:
+            return self.rgb_frames(randoms, clip, clips)
+        num_frames = torch.from_numpy(self.info.num_frames)
+        positions = self.rule.skeleton_positions(num_frames, randoms, self.rule.clip_offsets(clip, clips))
+        return positions.round().long().numpy()
 
     def _epoch(self, epoch: int, train: bool, clip: int, clips: int) -> tuple[_Epoch, np.ndarray | None]:
         n = len(self.info)
@@ -325,10 +330,10 @@ class SplitData:
         if frames is not None and self.rgb_table.to_skeleton is not None:
             kept = self.rgb_table.to_skeleton[np.arange(n)[:, None], frames].astype(np.int64)  # (n, T)
             skeleton = _to_device(kept, self.device)
-        offsets = _to_device(clip_uniforms(clips, self.spec.frames)[clip].numpy(), self.device) \
-            if clips > 1 else None
-        choices = _Epoch(None if randoms is None else _to_device(randoms.numpy(), self.device), skeleton,
-                         clip, clips, offsets)
+        offsets = self.rule.clip_offsets(clip, clips)
+        choices = _Epoch(None if randoms is None else _to_device(randoms.numpy(), self.device),
+                         None if frames is None else _to_device(frames, self.device), skeleton, clip, clips,
+                         None if offsets is None else _to_device(offsets.numpy(), self.device))
         return choices, frames
 
     def batches(self, epoch: int, batch_size: int, train: bool, start_step: int = 0, clip: int = 0,
@@ -355,33 +360,23 @@ class SplitData:
 
     def _assemble(self, pos: Tensor, choices: _Epoch, clips: Tensor | None) -> Batch:
         """One batch on the device from split positions (B,) [and its decoded clips (B, T, S, S, 3)]."""
-        spec, b = self.spec, len(pos)
+        spec, rule, b = self.spec, self.rule, len(pos)
         u = choices.randoms[pos] if choices.randoms is not None else None
-        flip = (u[:, FLIP] < spec.flip) if u is not None else torch.zeros(b, dtype=torch.bool,
-                                                                           device=self.device)
+        flip = rule.flips(u, b, self.device)
         skeleton = motion = rgb = None
+        frames = choices.rgb_frames[pos] if choices.rgb_frames is not None else None
         if spec.skeleton:
             packed = self.skeletons
             starts, lengths = packed.starts[pos], packed.lengths[pos]
             if choices.rgb_skeleton is not None:
                 joints = gather_packed(packed.frames, starts, choices.rgb_skeleton[pos])
-            elif choices.offsets is not None:
-                positions = segment_positions(self.num_frames[pos], spec.frames, choices.offsets)
-                joints = resample_packed(packed.frames, starts, lengths, positions.double())
             else:
-                ratio = window_ratio(None if u is None else u[:, WINDOW_RATIO], b, self.device)
-                positions = window_positions(self.num_frames[pos], spec.frames, ratio,
-                                             None if u is None else u[:, WINDOW_START])
+                positions = rule.skeleton_positions(self.num_frames[pos], u, choices.offsets)
                 joints = resample_packed(packed.frames, starts, lengths, positions)
+                frames = positions.round().long()
             skeleton = mirror_skeleton(to_model_layout(joints), flip, index=self.mirror)
             motion = skeleton_motion(skeleton)
         if clips is not None:
-            size = self.info.rgb_size
-            if u is not None:
-                boxes = crop_boxes(u[:, CROP_SCALE:CROP_Y + 1], b, size, spec.crop, self.device)
-            elif choices.clips > 1 and self.spatial_views:
-                boxes = view_boxes(b, size, spec.crop, choices.clip, choices.clips, self.device)
-            else:
-                boxes = crop_boxes(None, b, size, spec.crop, self.device)
+            boxes = rule.boxes(u, b, choices.clip, choices.clips, self.device)
             rgb = crop_clips(clips, boxes, flip, spec.crop)
-        return Batch(rgb, skeleton, motion, self.labels[pos], pos)
+        return Batch(rgb, skeleton, motion, self.labels[pos], pos, frames)

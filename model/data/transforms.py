@@ -1,18 +1,31 @@
-"""Pure tensor transforms of the training data path: skeleton normalisation, temporal windows and
-resampling, the horizontal flip, RGB crops. Batched, on whatever device the tensors are on; `data.py`
-applies them (this module knows nothing of stores).
+"""Pure tensor transforms of the data path: skeleton normalisation, temporal windows and resampling,
+the horizontal flip, bones, RGB crops. Batched, on whatever device the tensors are on; `split.py` (ntu-train's
+batches) and `dataset.py` (`NTUDataset`) apply them through the rules of `sampling.py`; this module knows
+nothing of stores.
 
     joints = normalize_skeletons(joints, "spine_axes")           # (B, T, M, V, 3)
     positions = window_positions(num_frames, 32, window_ratio(u, B, device))
     joints = resample_packed(frames, starts, lengths, positions)  # (B, 32, M, V, 3)
     clips = crop_clips(clips, crop_boxes(u4, B, 256, 224, device), flip, 224)
 
-Shapes follow `data.py`: resident skeletons packed (F, M, V, 3) with per-sample starts and lengths
-(`skeletons.py`); model layout (B, 3, T, V, M); clips (B, T, S, S, 3) uint8 in, (B, 3, T, crop, crop)
-out. What runs in a training step never copies from the host or reads a value back (no host-device
-synchronisation): every tensor a function makes is made on its input's device (a host tensor mixed in
-fails on CUDA, or copies and waits), and the one constant index (`mirror_index`) is made by the caller
-before the first step and passed in.
+Public, for a training step of one's own on the device (`NTUDataset` hands over raw uint8 frames, their
+crop boxes and flips; shapes below):
+
+    rgb = rgb_to_model(batch["rgb"], batch["crop_box"], batch["flip"], crop)  # (B, 3, T, S, S) uint8
+                                                     # -> (B, 3, T, crop, crop) float32 in [-1, 1]
+    motion = skeleton_motion(skeleton)               # model.data.motion: (B, 3, T, 25, 2), eq. 2
+    bones = skeleton_bones(skeleton)                 # (B, 3, T, 25, 2): joint minus its parent joint
+    flipped = mirror_skeleton(skeleton, flip)        # (B, C, T, V, M), flip (B,) bool
+    xy = crop_points(points, boxes, flip, S, crop)   # (B, ..., 2) stored-frame pixels -> crop pixels
+    xy = to_heatmap_pixels(joints_2d, crop, 56)      # (B, 2, T, V, M) crop pixels -> 56 x 56 heatmaps'
+    maps = joint_heatmaps(xy, batch["joints_2d_score"], (56, 56))   # heatmaps.py: (B, V, T, 56, 56)
+
+Shapes: resident skeletons packed (F, M, V, 3) with per-sample starts and lengths (`skeletons.py`);
+model layout (B, 3, T, V, M); clips (B, T, S, S, 3) uint8 in, (B, 3, T, crop, crop) out. What runs in a
+training step never copies from the host or reads a value back (no host-device synchronisation): every
+tensor a function makes is made on its input's device (a host tensor mixed in fails on CUDA, or copies
+and waits), and the one constant index (`mirror_index`) is made by the caller before the first step and
+passed in.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ntu_pipeline.skeleton.joints import BONES
 from ntu_pipeline.skeleton.normalize import LEFT_SHOULDER, RIGHT_SHOULDER, SPINE_BASE, SPINE_MID
 
 NORMALIZATIONS = ("none", "spine", "spine_axes")
@@ -40,7 +54,6 @@ _RIGHT = (8, 9, 10, 11, 23, 24, 16, 17, 18, 19)
 MIRROR_JOINTS = list(range(25))
 for _l, _r in zip(_LEFT, _RIGHT, strict=True):
     MIRROR_JOINTS[_l], MIRROR_JOINTS[_r] = _r, _l
-
 
 
 def _first_true(mask: Tensor) -> Tensor:
@@ -255,9 +268,23 @@ def crop_clips(clips: Tensor, boxes: Tensor, flip: Tensor, crop: int) -> Tensor:
     read the boxes back from the device, a wait in every step. The conversion is one pass with no
     uint8 copy in between, and the scaling is in place.
     """
-    b, t, s = clips.shape[:3]
-    x = clips.permute(0, 1, 4, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
-    x = x.view(b, t * 3, s, s)  # (B, T*3, S, S)
+    return _crop_frames(clips.permute(0, 1, 4, 2, 3), boxes, flip, crop)  # (B, T, 3, S, S) view
+
+
+def rgb_to_model(rgb: Tensor, boxes: Tensor, flip: Tensor, crop: int) -> Tensor:
+    """What `NTUDataset` hands over -> what the networks take, equal to `ntu-train`'s batches: uint8
+    clips (B, 3, T, S, S) (items' `rgb`, collated), crop boxes (B, 4) float64 (`crop_box`: x0, y0, w, h
+    in stored pixels) and flips (B,) bool (`flip`) -> float32 (B, 3, T, crop, crop) in [-1, 1] (what
+    the pytorch-i3d checkpoints expect): each box resized to crop x crop (bilinear), then mirrored where
+    flipped. Run it on the device, in the training step; the boxes and flips may stay on the host only
+    on the CPU."""
+    return _crop_frames(rgb.permute(0, 2, 1, 3, 4), boxes, flip, crop)  # (B, T, 3, S, S) view
+
+
+def _crop_frames(frames: Tensor, boxes: Tensor, flip: Tensor, crop: int) -> Tensor:
+    """uint8 frames (B, T, 3, S, S) (any strides) -> float32 (B, 3, T, crop, crop) in [-1, 1]."""
+    b, t, _, s = frames.shape[:4]
+    x = frames.to(torch.float32, memory_format=torch.contiguous_format).view(b, t * 3, s, s)  # (B, T*3, S, S)
     grid = F.affine_grid(_crop_affine(boxes, flip, s).float(), [b, t * 3, crop, crop], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                       align_corners=False)  # (B, T*3, crop, crop)
@@ -267,7 +294,9 @@ def crop_clips(clips: Tensor, boxes: Tensor, flip: Tensor, crop: int) -> Tensor:
 
 def crop_points(points: Tensor, boxes: Tensor, flip: Tensor, size: int, crop: int) -> Tensor:
     """Where pixel positions (B, ..., 2) of the stored S x S frames land in the output crop (B, ..., 2)
-    of `crop_clips` with the same boxes and flips (pixel j spans [j, j + 1))."""
+    of `crop_clips` / `rgb_to_model` with the same boxes (B, 4) and flips (B,) (pixel j spans [j, j + 1)).
+    `NTUDataset` maps its `joints_2d` into the crop with it (unflipped: `mirror_skeleton` with the crop's
+    width then mirrors them and swaps their sides, as the skeleton's)."""
     theta = _crop_affine(boxes, flip, size).to(points.dtype)  # (B, 2, 3)
     shape = (points.shape[0],) + (1,) * (points.ndim - 2)
     scale, shift = theta[:, [0, 1], [0, 1]].view(*shape, 2), theta[:, :, 2].view(*shape, 2)
@@ -275,4 +304,28 @@ def crop_points(points: Tensor, boxes: Tensor, flip: Tensor, size: int, crop: in
     return ((normalised - shift) / scale + 1) * crop / 2
 
 
-# --- order and randomness -----------------------------------------------------------------------------
+def to_heatmap_pixels(joints_2d: Tensor, crop: int, size: int) -> Tensor:
+    """Joint positions (..., 2, T, V, M) in pixels of a crop x crop crop (`NTUDataset`'s `joints_2d`:
+    pixel j spans [j, j + 1)) -> the same in pixels of size x size heatmaps, where pixel (i, j) is the
+    point x = j, y = i (`model.data.heatmaps.joint_heatmaps`'s convention)."""
+    return joints_2d * (size / crop) - 0.5
+
+
+# --- skeleton streams -----------------------------------------------------------------------------------
+
+def bone_parents(device: torch.device | str = "cpu") -> Tensor:
+    """(V,) int64: the parent of each of NTU's 25 joints along its bone (`ntu_pipeline.skeleton.joints.BONES`,
+    the pairs CTR-GCN's bone stream takes), joint 20 (spine at the shoulders, the root) its own."""
+    parents = list(range(25))
+    for child, parent in BONES:
+        parents[child] = parent
+    return torch.tensor(parents, device=device)
+
+
+def skeleton_bones(skeleton: Tensor, parents: Tensor | None = None) -> Tensor:
+    """Bones of skeletons (B, C, T, V, M) -> (B, C, T, V, M): joint v minus its parent joint (CTR-GCN's
+    bone stream: `bone[v] = joint[v] - joint[parent(v)]`), zero at the root and for an absent actor.
+    parents: `bone_parents(skeleton.device)`, made ahead (None makes it here: a host copy)."""
+    if parents is None:
+        parents = bone_parents(skeleton.device)
+    return skeleton - skeleton.index_select(3, parents)
