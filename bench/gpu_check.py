@@ -9,13 +9,17 @@ H100-class GPU with 16 cores, not yet measured (this script has not run on a GPU
 its first table): about 4.5 minutes in all, 1.5 with --skip-compile.
   store      a synthetic store for the rows that read one: 96 samples, 32 frames of 256^2 (~15 s)
   memory     peak GPU memory of two training steps at batch 32 (bf16, channels_last_3d, the optimizer's
-             state included), each model alone: its own inputs, the caches emptied between (~5 s each)
+             state included), each model alone: its own inputs, the caches emptied between (~5 s each);
+             hcn, i3d, ccdfarm at the paper's clip, and the released models ctrgcn, posec3d, slowonly,
+             rgbpose at their own (gpu_rows.reference_shapes: 64 frames; 48 x 56^2 heatmaps; 8 x 224^2;
+             8 x 224^2 with 32 x 56^2)
   step       clips/s of `ntu-train`'s step (Trainer.train_epoch: forward, heads_loss without the label
              check, backward, gradient clip, the recipe's optimizer, the running sums) at batch 32 on a
              batch made once on the GPU (no data path): fp32 eager (contiguous), bf16 + channels_last_3d,
              and that under torch.compile (inductor, default mode; 2 warm-up steps compile it), with
              ratios to fp32 eager; a batch that runs out of memory is halved and says so
-             (~5 s without compile; compiling takes ~20 s for hcn, ~60 s for i3d, ~90 s for ccdfarm)
+             (~5 s without compile; compiling takes ~20 s for hcn, ~60 s for i3d, ~90 s for ccdfarm;
+             the released models' compile times are not measured yet); the same seven models
   no-sync    steps of a real epoch (the store, the RGB DataLoader, the augmentation on the device) under
              torch.cuda.set_sync_debug_mode("error"): any host-device wait in a step raises (~5 s each)
   hcn-epoch  an HCN epoch of NTU60 xsub's size (40,091 resident synthetic clips, frames drawn like NTU's,
@@ -55,7 +59,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_rows, run as a script or loaded by path
 
 import gpu_rows  # noqa: E402  (bench/ on the path first)
-from gpu_rows import MODES, VARIANTS, CheckSizes  # noqa: E402
+from gpu_rows import MODES, REFERENCE_VARIANTS, VARIANTS, CheckSizes  # noqa: E402
 
 PAPER = CheckSizes()
 QUICK = dataclasses.replace(PAPER, steps=3, compile_steps=2, epoch_clips=4_009, rgb_batches_per_worker=3)
@@ -89,8 +93,10 @@ def checks(sizes: CheckSizes, device: torch.device, workers: int, compile_: bool
         return f"{sizes.store_samples} samples, {sizes.store_frames} frames of {sizes.store_size}^2"
 
     rows: list[tuple[str, Callable[[], str]]] = [("store", make_store)]
-    rows += [(f"memory {n}", lambda n=n: gpu_rows.peak_memory(n, device, sizes)) for n in VARIANTS]
-    rows += [(f"step {n}", lambda n=n: gpu_rows.step_rates(n, device, sizes, modes)) for n in VARIANTS]
+    rows += [(f"memory {n}", lambda n=n: gpu_rows.peak_memory(n, device, sizes))
+             for n in VARIANTS + REFERENCE_VARIANTS]
+    rows += [(f"step {n}", lambda n=n: gpu_rows.step_rates(n, device, sizes, modes))
+             for n in VARIANTS + REFERENCE_VARIANTS]
     rows += [(f"no-sync {n}", lambda n=n: gpu_rows.no_sync(n, store, device, sizes, min(workers, 4)))
              for n in VARIANTS]
     rows += [("hcn-epoch", lambda: gpu_rows.hcn_epoch(device, sizes)),

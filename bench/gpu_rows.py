@@ -42,6 +42,8 @@ from model.training.fit import make_optimizer  # noqa: E402
 from model.training.runtime import Runtime, build_network  # noqa: E402
 
 VARIANTS = ("hcn", "i3d", "ccdfarm")
+# The released models: memory and step rows, each at its own clip (`reference_shapes`).
+REFERENCE_VARIANTS = ("ctrgcn", "posec3d", "slowonly", "rgbpose")
 MODES = ("fp32", "bf16", "compile")
 
 
@@ -115,17 +117,35 @@ def synthetic_store(root: Path, sizes: CheckSizes) -> Path:
     return store
 
 
+def reference_shapes(name: str, frames: int, crop: int) -> dict[str, tuple[int, ...]]:
+    """Per-clip input shapes of `name`, scaled from the paper's clip (frames, crop) = (32, 224) as the
+    references scale theirs: CTR-GCN 2x the frames (64); PoseC3D 1.5x at crop / 4 (48 x 56^2); SlowOnly
+    frames / 4 (8 x 224^2); RGBPose both (8 x 224^2 RGB, 32 x 56^2 heatmaps); the others the clip."""
+    heat = crop // 4
+    shapes = {
+        "ctrgcn": {"skeleton": (3, 2 * frames, 25, 2)},
+        "posec3d": {"heatmaps": (25, frames * 3 // 2, heat, heat)},
+        "slowonly": {"rgb": (3, frames // 4, crop, crop)},
+        "rgbpose": {"rgb": (3, frames // 4, crop, crop), "heatmaps": (25, frames, heat, heat)},
+    }
+    default = {"rgb": (3, frames, crop, crop), "skeleton": (3, frames, 25, 2)}
+    return shapes.get(name) or {k: default[k] for k in models.network_spec(name).inputs}
+
+
 def random_batch(name: str, batch: int, frames: int, crop: int, classes: int, device: torch.device) -> Batch:
-    """A Batch of what `name` takes, made on `device`: rgb (B, 3, T, crop, crop) in [-1, 1] for the RGB
-    models, skeleton and motion (B, 3, T, 25, 2) for the skeleton ones, labels (B,) in [0, classes)."""
-    rgb = skeleton = motion = None
-    if name != "hcn":
-        rgb = torch.rand(batch, 3, frames, crop, crop, device=device) * 2 - 1
-    if name != "i3d":
-        skeleton = torch.randn(batch, 3, frames, 25, 2, device=device)
+    """A Batch of what `name` takes (`reference_shapes`), made on `device`: rgb in [-1, 1], skeleton and
+    its motion, heatmaps in [0, 1]; labels (B,) in [0, classes)."""
+    shapes = reference_shapes(name, frames, crop)
+    rgb = skeleton = motion = heatmaps = None
+    if "rgb" in shapes:
+        rgb = torch.rand(batch, *shapes["rgb"], device=device) * 2 - 1
+    if "skeleton" in shapes:
+        skeleton = torch.randn(batch, *shapes["skeleton"], device=device)
         motion = models.skeleton_motion(skeleton)
+    if "heatmaps" in shapes:
+        heatmaps = torch.rand(batch, *shapes["heatmaps"], device=device)
     labels = torch.randint(0, classes, (batch,), device=device)
-    return Batch(rgb, skeleton, motion, labels, torch.arange(batch, device=device))
+    return Batch(rgb, skeleton, motion, labels, torch.arange(batch, device=device), heatmaps=heatmaps)
 
 
 class RepeatedBatch:
@@ -145,9 +165,10 @@ class ContiguousRuntime(Runtime):
     """Runtime without channels_last_3d for the clip: fp32 eager as bench/model_speed.py's baseline."""
 
     def forward(self, net: nn.Module, rgb: Tensor | None, skeleton: Tensor | None,
-                motion: Tensor | None) -> dict[str, Tensor]:
+                motion: Tensor | None, heatmaps: Tensor | None = None) -> dict[str, Tensor]:
+        extra = {} if heatmaps is None else {"heatmaps": heatmaps}
         with self.autocast():
-            return net(rgb, skeleton, motion)
+            return net(rgb=rgb, skeleton=skeleton, motion=motion, **extra)
 
 
 def make_trainer(name: str, device: torch.device, data, batch: int, frames: int, crop: int, classes: int,
@@ -157,9 +178,9 @@ def make_trainer(name: str, device: torch.device, data, batch: int, frames: int,
     RepeatedBatch). mode: fp32 (contiguous, no autocast), bf16 (autocast on CUDA, channels_last_3d),
     compile (bf16 under torch.compile); procs: under DDP, the network wrapped in it (SyncBatchNorm where
     asked)."""
-    config = TrainConfig(store="synthetic", protocol="xsub", model=name, out="unused", batch_size=batch,
-                         frames=frames, crop=crop, device=device.type, workers=0, progress=False,
-                         bf16=mode != "fp32")
+    config = TrainConfig.from_options(store="synthetic", protocol="xsub", model=name, out="unused",
+                                      batch_size=batch, frames=frames, crop=crop, device=device.type,
+                                      workers=0, progress=False, bf16=mode != "fp32")
     procs = procs or Processes(0, 1, device)
     if mode == "fp32":
         net, runtime = models.build(name, classes, **config.model_options()).to(device), \
@@ -275,8 +296,9 @@ def no_sync(name: str, store: Path, device: torch.device, sizes: CheckSizes, wor
     read back after every step, under the sync debug mode on CUDA: a host-device wait raises."""
     from model.training import epoch
 
-    config = TrainConfig(store=str(store), protocol="xsub", model=name, out="unused", frames=sizes.frames,
-                         crop=sizes.crop, device=device.type, workers=workers, progress=False)
+    config = TrainConfig.from_options(store=str(store), protocol="xsub", model=name, out="unused",
+                                      frames=sizes.frames, crop=sizes.crop, device=device.type,
+                                      workers=workers, progress=False)
     info = read_split(store, "xsub", "train", config.uses_rgb, config.uses_skeleton)
     data = SplitData(info, config.clip_spec(), device, config.seed, workers)
     trainer = make_trainer(name, device, data, sizes.sync_batch, sizes.frames, sizes.crop,

@@ -4,16 +4,19 @@
     .venv/bin/python bench/model_speed.py --device cuda      # GPU: paper size; fp32, bf16, compile
     .venv/bin/python bench/model_speed.py --variants ccdfarm,mmtm --modes fp32,bf16,compile --steps 20
 
-Prints, per variant: parameters; forward GMACs per clip at the paper's input size (RGB 3x32x224^2,
-skeleton 3x32x25x2; counted by torch.utils.flop_counter on the meta device, MACs = FLOPs / 2, convs and
-matmuls only) and at the timed size; training throughput in clips/s (forward + backward + SGD step,
-random data, after warm-up steps; the labels' range unchecked, as `ntu-train` steps: the check reads a
-bool back, a host-device wait every step) in each mode, with its ratio to fp32 eager measured in this run:
+Prints, per variant: parameters; forward GMACs per clip at the reference input size (the CC-DFARM
+paper's RGB 3x32x224^2 and skeleton 3x32x25x2; each released model's own, `REFERENCE`: SlowOnly
+3x8x224^2, PoseC3D 25x48x56^2 heatmaps, RGBPoseConv3D both, CTR-GCN 3x64x25x2; counted by
+torch.utils.flop_counter on the meta device, MACs = FLOPs / 2, convs and matmuls only) and at the timed
+size; training throughput in clips/s (forward + backward + SGD step, random data, after warm-up steps;
+the labels' range unchecked, as `ntu-train` steps: the check reads a bool back, a host-device wait every
+step) in each mode, with its ratio to fp32 eager measured in this run:
     fp32     fp32 eager
     bf16     bf16 autocast, channels_last_3d weights and clip
     compile  bf16 autocast, channels_last_3d, torch.compile (default inductor backend)
-On a CPU the defaults shrink the RGB clip to 16 x 112^2 (the full clip takes seconds per step on two
-cores) and skip `compile` (inductor takes minutes to compile I3D there); the sizes used are printed.
+On a CPU the defaults shrink the RGB clip to 16 x 112^2, and to half its side for SlowOnly and RGBPose
+(the full clip takes seconds per step on two cores; heatmaps and skeletons keep their size), and skip
+`compile` (inductor takes minutes to compile I3D there); the sizes used are printed.
 On CPU, torch 2.13's oneDNN bf16 conv3d sometimes returns inf weight gradients (reproduced on a bare
 nn.Conv3d; not with oneDNN disabled), so CPU bf16 figures time the arithmetic, not a usable training run.
 Target: on an H100, CC-DFARM in `compile` mode at >= 3x its fp32 eager clips/s at the paper's size.
@@ -33,6 +36,39 @@ import model
 MODES = ("fp32", "bf16", "compile")
 PAPER_RGB = (3, 32, 224, 224)
 PAPER_SKELETON = (3, 32, 25, 2)
+# Each released model's own input (PYSKL's and CTR-GCN's configs); the others take the paper's.
+REFERENCE = {
+    "ctrgcn": {"skeleton": (3, 64, 25, 2)},
+    "posec3d": {"heatmaps": (25, 48, 56, 56)},
+    "slowonly": {"rgb": (3, 8, 224, 224)},
+    "rgbpose": {"rgb": (3, 8, 224, 224), "heatmaps": (25, 32, 56, 56)},
+}
+
+
+def reference_inputs(name: str) -> dict[str, tuple[int, ...]]:
+    """The shape of one clip of each input network `name` takes, at its reference size."""
+    paper = {"rgb": PAPER_RGB, "skeleton": PAPER_SKELETON}
+    return REFERENCE.get(name) or {k: paper[k] for k in model.network_spec(name).inputs}
+
+
+def timed_inputs(name: str, args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    """The shapes timed: the RGB clip at --frames x --size^2 for the paper's models; the released RGB
+    models keep their frame count and scale their side as --size scales 224 (RGBPose's heatmaps too)."""
+    shapes = dict(reference_inputs(name))
+    if "rgb" in shapes:
+        _, frames, side, _ = shapes["rgb"]
+        shapes["rgb"] = ((3, frames, side * args.size // 224, side * args.size // 224) if name in REFERENCE
+                         else (3, args.frames, args.size, args.size))
+        if "heatmaps" in shapes:  # RGBPoseConv3D: the heatmaps at 1/4 of the clip's side
+            joints, frames, _, _ = shapes["heatmaps"]
+            shapes["heatmaps"] = (joints, frames, shapes["rgb"][2] // 4, shapes["rgb"][3] // 4)
+    return shapes
+
+
+def _options(name: str, shapes: dict[str, tuple[int, ...]]) -> dict:
+    """build() options that follow the input: the skeleton frame count of the paper's models."""
+    options = model.network_spec(name).options
+    return {"frames": shapes["skeleton"][1]} if "frames" in options and "skeleton" in shapes else {}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,14 +110,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def forward_macs(name: str, num_classes: int, rgb_shape: tuple[int, ...]) -> float:
+def forward_macs(name: str, num_classes: int, shapes: dict[str, tuple[int, ...]]) -> float:
     """Forward multiply-accumulates for one clip, counted on the meta device (no memory, no arithmetic)."""
     with torch.device("meta"):
-        net = model.build(name, num_classes).eval()
-        rgb, skeleton = torch.empty(1, *rgb_shape), torch.empty(1, *PAPER_SKELETON)
+        net = model.build(name, num_classes, **_options(name, shapes)).eval()
+        inputs = {key: torch.empty(1, *shape) for key, shape in shapes.items()}
         counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            net(rgb, skeleton)
+        with counter:  # with grad mode on: FlopCounterMode's module hooks fail under no_grad (CTR-GCN)
+            net(**inputs)
     return counter.get_total_flops() / 2
 
 
@@ -89,20 +125,21 @@ def train_throughput(name: str, mode: str, args: argparse.Namespace) -> float:
     """Clips per second of forward + backward + SGD step in `mode`, on random data."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    net = model.build(name, args.num_classes).to(device).train()
-    rgb = torch.randn(args.batch, 3, args.frames, args.size, args.size, device=device)
-    skeleton = torch.randn(args.batch, *PAPER_SKELETON, device=device)
+    shapes = timed_inputs(name, args)
+    net = model.build(name, args.num_classes, **_options(name, shapes)).to(device).train()
+    inputs = {key: torch.randn(args.batch, *shape, device=device) for key, shape in shapes.items()}
     labels = torch.randint(0, args.num_classes, (args.batch,), device=device)
     if mode != "fp32":
         model.to_channels_last_3d(net)
-        rgb = rgb.to(memory_format=torch.channels_last_3d)
+        inputs = {key: x.to(memory_format=torch.channels_last_3d) if x.dim() == 5 and key != "skeleton" else x
+                  for key, x in inputs.items()}
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     forward = torch.compile(net) if mode == "compile" else net
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mode != "fp32" else nullcontext()
 
     def step() -> None:
         with autocast:
-            loss = model.heads_loss(forward(rgb, skeleton), labels, check_range=False)  # as training: no wait
+            loss = model.heads_loss(forward(**inputs), labels, check_range=False)  # as training: no wait
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -123,22 +160,21 @@ def train_throughput(name: str, mode: str, args: argparse.Namespace) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    run_rgb = (3, args.frames, args.size, args.size)
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
         f"cpu, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__} on {device_name}")
-    print(f"timed: RGB {'x'.join(map(str, run_rgb))}, skeleton {'x'.join(map(str, PAPER_SKELETON))}, "
-          f"batch {args.batch}, {args.warmup} warm-up + {args.steps} timed steps, "
-          f"modes {','.join(args.modes)}")
-    if run_rgb != PAPER_RGB:
-        print(f"note: the timed RGB clip is smaller than the paper's {'x'.join(map(str, PAPER_RGB))}")
-    header = f"{'variant':<11} {'params':>8} {'GMACs paper':>11} {'GMACs run':>9}"
+    print(f"timed: RGB at {args.frames}x{args.size}^2 (the released RGB models: their frames, side "
+          f"x{args.size / 224:g}), other inputs at their reference size; batch {args.batch}, "
+          f"{args.warmup} warm-up + {args.steps} timed steps, modes {','.join(args.modes)}")
+    header = f"{'variant':<11} {'params':>8} {'GMACs ref':>11} {'GMACs run':>9}"
     header += "".join(f" {m + ' clip/s':>14} {'x fp32':>6}" for m in args.modes)
     print(header)
     for name in args.variants:
-        params = sum(p.numel() for p in model.build(name, args.num_classes).parameters())
-        macs_paper = forward_macs(name, args.num_classes, PAPER_RGB)
-        macs_run = forward_macs(name, args.num_classes, run_rgb)
+        shapes = reference_inputs(name)
+        net = model.build(name, args.num_classes, **_options(name, shapes))
+        params = sum(p.numel() for p in net.parameters())
+        macs_paper = forward_macs(name, args.num_classes, shapes)
+        macs_run = forward_macs(name, args.num_classes, timed_inputs(name, args))
         line = f"{name:<11} {params / 1e6:>7.2f}M {macs_paper / 1e9:>11.2f} {macs_run / 1e9:>9.2f}"
         baseline = None
         for mode in args.modes:

@@ -30,7 +30,8 @@ FILE_OR_FOLDER = click.Path(exists=True, path_type=Path)
               help="Draw what the model saw and its top 5 here (several recordings: one file each, "
                    "named STEM_RECORDING.png).")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON object per recording: name, top5 [[class, probability]...], logits, true_class.")
+              help="One JSON object per recording: name, top5 [[class, probability]...], logits, true_class, "
+                   "notes.")
 @click.option("--device", default=default_device, show_default="cuda if available", help="cpu or cuda.")
 @user_errors
 def predict_command(checkpoint, skeleton, video, clips, picture, as_json, device):
@@ -38,7 +39,9 @@ def predict_command(checkpoint, skeleton, video, clips, picture, as_json, device
 
     The model decides which files a recording needs: hcn the skeleton, i3d the video, the fused models
     both. A recording that cannot be used is one line on stderr saying why; the exit code is 1 when
-    none could be predicted. A file named like an NTU sample shows its true class too.
+    none could be predicted. A file named like an NTU sample shows its true class too. What differs from
+    a store's sample is a note on stderr (in --json, the object's `notes`): a skeleton longer than 300
+    frames sampled down to them, a video cropped without its person box.
     """
     from model.predict.recordings import Failure, find_recordings, predict_recordings
 
@@ -52,5 +55,7 @@ def predict_command(checkpoint, skeleton, video, clips, picture, as_json, device
             click.echo(json.dumps(result.to_json()))
         else:
             click.echo(result.describe() + (f"; {result.picture}" if result.picture else ""))
+            for note in result.notes:
+                click.echo(f"note: {result.name}: {note}", err=True)
     if all(isinstance(result, Failure) for result in results):
         raise click.ClickException(f"no recording could be predicted ({len(results)} given)")

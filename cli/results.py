@@ -22,10 +22,15 @@ RUNS = click.argument("runs", nargs=-1, required=True, type=click.Path(exists=Tr
               help="Also draw every run's train and test loss and top-1 per epoch into this PNG.")
 @user_errors
 def summary_command(runs, plot):
-    """A table of finished runs (model, protocol, epochs, clips, test top-1 and top-5), and curves."""
-    from model.results.runs import format_table, plot_curves, read_run
+    """A table of runs (model, protocol, epochs, clips, test top-1 and top-5), and curves.
 
-    summaries = [read_run(run) for run in runs]
+    A run that has not finished is listed with its state (running, or stopped after epoch E/T) and
+    no numbers; its curves so far are drawn.
+    """
+    from model.results.runs import format_table, plot_curves, read_run
+    from model.training.fit import RUN_LOCK
+
+    summaries = [read_run(run, lock=RUN_LOCK) for run in runs]
     if plot is not None:  # first: a figure that cannot be drawn is the one line of output
         plot_curves(summaries, plot)
     for line in format_table(summaries):
@@ -62,9 +67,12 @@ class WeightsCommand(click.Command):
 @click.command("ensemble", cls=WeightsCommand, context_settings=CONTEXT)
 @RUNS
 @click.option("--weights", type=str, default=None,
-              help="One weight per source: --weights 1 0.5 (or '1 0.5', or 1,0.5; default: 1 each).")
+              help="One weight >= 0 per source, one at least > 0: --weights 1 0.5 (or '1 0.5', or 1,0.5; "
+                   "default: 1 each).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write metrics.json, confusion.png and scores.npz of the fused scores here.")
+              help="Write metrics.json, confusion.png and scores.npz of the fused scores here: a new or "
+                   "empty folder, or an earlier eval or ensemble result (never a run, a store, a source or "
+                   "a folder with other files).")
 @user_errors
 def ensemble_command(runs, weights, out):
     """Late fusion: the weighted sum of saved logits (a run or eval directory, or its scores.npz)."""

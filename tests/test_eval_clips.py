@@ -1,5 +1,5 @@
-"""The multi-clip test (`eval --clips N`, `fit --test-clips N`), the scores every evaluation saves, and the
-test samples an evaluation leaves out.
+"""The multi-clip test (`eval --clips N`, `fit --test-clips N`), the scores every evaluation saves, the
+test samples an evaluation leaves out, the store a checkpoint is evaluated on, and eval's progress bar.
 
 The stores are real pipeline output of 16 synthetic recordings with videos: 16 stored RGB frames (a
 16-frame model takes them whole: N clips are N spatial views; an 8-frame model takes N temporal clips)
@@ -33,7 +33,7 @@ from ntu_pipeline.synth.corpus import write_corpus
 REPO = Path(__file__).resolve().parent.parent
 FIT = ["--protocol", "xsub", "--model", "hcn", "--epochs", "1", "--batch-size", "4", "--frames", "16",
        "--device", "cpu", "--workers", "0", "--warmup-epochs", "0", "--quiet"]
-EVAL = ["--protocol", "xsub", "--device", "cpu", "--workers", "0"]
+EVAL = ["--protocol", "xsub", "--device", "cpu", "--workers", "0", "--quiet"]
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")  # conftest.py: why one thread
 
@@ -230,7 +230,9 @@ def test_eval_and_fit_say_which_test_samples_they_left_out(hcn_run, stores, tmp_
     result = invoke("eval", "--checkpoint", hcn_run / "last.pt", "--store", lacking, "--out",
                     tmp_path / "eval", *EVAL)
     assert result.exit_code == 0, result.output
-    assert result.stderr.splitlines() == ["test: 1 sample left out, not in these numbers (skeleton absent 1)"]
+    note, left_out = result.stderr.splitlines()  # the note: another store (test_eval_says_which_store...)
+    assert note.startswith(f"note: {hcn_run / 'last.pt'} was trained on ")
+    assert left_out == "test: 1 sample left out, not in these numbers (skeleton absent 1)"
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["left_out"] == {"skeleton absent": 1}
     assert metrics["num_samples"] == len(read_split(whole, "xsub", "test")) - 1
@@ -243,3 +245,90 @@ def test_eval_and_fit_say_which_test_samples_they_left_out(hcn_run, stores, tmp_
                     *EVAL)
     assert result.exit_code == 0 and result.stderr == "", result.output
     assert json.loads((tmp_path / "all" / "metrics.json").read_text())["left_out"] == {}
+
+
+# --- the store a checkpoint meets, and the progress bar -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def i3d_run(stores, tmp_path_factory) -> Path:
+    """i3d trained one epoch on the 16-frame store."""
+    out = tmp_path_factory.mktemp("clips_i3d") / "i3d"
+    fit = [*FIT[:FIT.index("--model")], "--model", "i3d", *FIT[FIT.index("--model") + 2:], "--crop", "48"]
+    result = invoke("fit", "--store", stores["whole"], "--out", out, *fit)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_eval_refuses_a_store_whose_rgb_frames_were_prepared_otherwise(i3d_run, stores, tmp_path):
+    """An i3d trained on 16 stored frames, evaluated on a store of every frame (another temporal sampling,
+    what the model never saw): one line naming both preparations, nothing written (it ran silently);
+    the store it trained on evaluates with nothing to say."""
+    result = invoke("eval", "--checkpoint", i3d_run / "last.pt", "--store", stores["all"], "--out",
+                    tmp_path / "all", *EVAL)
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        f"Error: {i3d_run / 'last.pt'} was trained on RGB frames prepared as 16 frames of 64x64, jpeg "
+        f"quality 90; {stores['all']} holds every frame (all) of 64x64, jpeg quality 90: evaluate on a store "
+        "extracted with the same --frames and --size"]
+    assert not (tmp_path / "all").exists()
+    result = invoke("eval", "--checkpoint", i3d_run / "last.pt", "--store", stores["whole"], *EVAL)
+    assert result.exit_code == 0 and result.stderr == "", result.output
+
+
+def test_eval_says_which_store_and_protocol_the_checkpoint_was_trained_on(hcn_run, stores):
+    """hcn trained on the xsub split of one store: evaluated on another store (other skeleton files), a
+    note naming both; on the xview test split of its own store, a note counting the test samples it
+    trained on (numbers that are not a held-out test, given under the run's name, were silent)."""
+    result = invoke("eval", "--checkpoint", hcn_run / "last.pt", "--store", stores["lacking"], *EVAL)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"note: {hcn_run / 'last.pt'} was trained on {stores['whole']}; evaluating on {stores['lacking']}, "
+        "made from other skeleton input files")
+
+    whole = stores["whole"]
+    make_split(open_store(whole, mode="r+"), "xview")
+    test = read_split(whole, "xview", "test")
+    trained = set(read_split(whole, "xsub", "train").indices.tolist())
+    seen = sum(int(i) in trained for i in test.indices)
+    assert 0 < seen < len(test)  # the note below is a count, not a blanket statement
+    result = invoke("eval", "--checkpoint", hcn_run / "last.pt", "--store", whole, *EVAL[2:], "--protocol",
+                    "xview")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"note: {hcn_run / 'last.pt'} was trained on the xsub train split: {seen} of the {len(test)} xview "
+        "test samples are in it (these numbers are not a held-out test)"]
+
+
+def test_eval_shows_a_progress_bar_unless_quiet(hcn_run, stores):
+    """`eval` draws its bar on stderr (clips done of samples x clips); `--quiet` draws none (it had no
+    --quiet, which every other long command has)."""
+    args = ["eval", "--checkpoint", hcn_run / "last.pt", "--store", stores["whole"], "--clips", "2",
+            *EVAL[:-1]]
+    n = len(read_split(stores["whole"], "xsub", "test"))
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-1].startswith(f"eval [{'#' * 30}] {2 * n}/{2 * n} clips")
+    quiet = invoke(*args, "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.output
+
+
+def test_eval_refuses_a_store_being_written_and_holds_it_while_it_reads(hcn_run, stores, tmp_path,
+                                                                        monkeypatch):
+    """While a writer holds the store, eval is one line naming it, nothing written (it read a store that
+    `extract --overwrite` may be replacing); while eval reads, it holds the store for reading."""
+    import model.training.evaluate as evaluate
+    from ntu_pipeline.store.lock import lock_path, readers, store_lock
+
+    whole = stores["whole"]
+    with store_lock(whole, "extract"):
+        result = invoke("eval", "--checkpoint", hcn_run / "last.pt", "--store", whole, "--out",
+                        tmp_path / "eval", *EVAL)
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith(f"Error: {whole}: another ntu-prep is writing this store")
+    assert not (tmp_path / "eval").exists()
+
+    seen, real = [], evaluate.evaluate_split
+    monkeypatch.setattr(evaluate, "evaluate_split",
+                        lambda *a, **k: seen.append(readers(lock_path(whole))) or real(*a, **k))
+    evaluate.evaluate_checkpoint(hcn_run / "last.pt", whole, "xsub", None, device="cpu", workers=0)
+    assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].startswith(f"pid {os.getpid()}"), seen

@@ -307,9 +307,11 @@ def test_every_row_runs_in_the_cpu_dry_run(capsys):
     table, exit 0."""
     assert gpu_check.main(["--cpu-dry-run", "--workers", "1"]) == 0
     table = capsys.readouterr().out.split("\n\n")[-1].splitlines()
-    labels = [line.split()[0] + (" " + line.split()[1] if line.split()[1] in gpu_rows.VARIANTS else "")
+    every = gpu_rows.VARIANTS + gpu_rows.REFERENCE_VARIANTS
+    labels = [line.split()[0] + (" " + line.split()[1] if line.split()[1] in every else "")
               for line in table[1:]]
-    rows = [f"{row} {n}" for row in ("memory", "step", "no-sync") for n in gpu_rows.VARIANTS]
+    rows = [f"{row} {n}" for row in ("memory", "step") for n in every]
+    rows += [f"no-sync {n}" for n in gpu_rows.VARIANTS]
     expected = ["store", *rows, "hcn-epoch", "ddp", "rgb-data"]
     assert labels == expected and all(" ok " in line for line in table[1:]), table
 

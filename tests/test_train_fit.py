@@ -67,7 +67,8 @@ def finished_run(skeleton_store, train_root) -> Path:
 def test_fit_writes_the_run_directory(finished_run):
     """Catches a missing or malformed run artefact: config, checkpoints, logs, report, PNG."""
     config = json.loads((finished_run / "config.json").read_text())
-    assert config["model"] == "hcn" and config["epochs"] == 2 and config["frames"] == 16
+    assert config["network"]["model"] == "hcn" and config["recipe"]["epochs"] == 2
+    assert config["data"]["clip"]["frames"] == 16 and config["trained_on"]["processes"] == 1
     lines = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2]
     keys = {"train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "lr", "clips_per_s"}
@@ -107,10 +108,10 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(skeleton_store, tmp_pat
             "--weight-decay", "0", "--warmup-epochs", "1", "--flip", "0.5", "--dropout", "0.3",
             "--device", "cpu", "--workers", "0", "--quiet", "--checkpoint-every", "2"]
     reference_run = tmp_path / "whole"
-    fit(TrainConfig(store=str(skeleton_store), protocol="xsub", model="hcn", out=str(reference_run),
-                    epochs=4, batch_size=16, frames=16, optimizer="adam", lr=0.016, weight_decay=0.0,
-                    warmup_epochs=1, flip=0.5, dropout=0.3, device="cpu", workers=0, progress=False,
-                    checkpoint_every=2))
+    fit(TrainConfig.from_options(
+        store=str(skeleton_store), protocol="xsub", model="hcn", out=str(reference_run), epochs=4,
+        batch_size=16, frames=16, optimizer="adam", lr=0.016, weight_decay=0.0, warmup_epochs=1, flip=0.5,
+        dropout=0.3, device="cpu", workers=0, progress=False, checkpoint_every=2))
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "cli.train", *args, "--out", str(killed)]
@@ -215,7 +216,7 @@ def test_checkpoint_of_another_model_or_class_count(finished_run, skeleton_store
     line = _one_line_error(CliRunner().invoke(main, [*base, "--checkpoint", str(tmp_path / "junk.pt")]))
     assert "not a readable checkpoint" in line
     with pytest.raises(Exception, match="other settings"):  # resume with changed settings
-        fit(hcn_config(skeleton_store, finished_run, epochs=3), resume=True)
+        fit(hcn_config(skeleton_store, finished_run, dropout=0.3), resume=True)
 
 
 def test_existing_run_directory_needs_resume(finished_run, skeleton_store):
@@ -255,4 +256,4 @@ def test_summary_tables_finished_runs(finished_run, tmp_path):
     row = result.output.splitlines()[1].split()
     assert row[1:5] == ["hcn", "xsub", "2", "1"] and float(row[5]) == pytest.approx(report["top1"], abs=1e-4)
     result = CliRunner().invoke(main, ["summary", str(tmp_path)])
-    assert result.exit_code == 1 and "not a finished run" in result.output
+    assert result.exit_code == 1 and "no metrics.json" in result.output

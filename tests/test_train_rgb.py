@@ -214,14 +214,16 @@ def test_a_fused_run_logs_the_prediction_loss_apart_from_the_heads_sum(rgb_store
     (out["logits"]) as `classification_report` computes the test loss, `train_heads_loss` the sum over
     the three heads, which is larger. Catches the two swapped or merged (for HCN they are equal, so only
     a fused model tells them apart) and a train loss on another definition than the test loss."""
+    from model.networks.dropout import dropout_keys, sample_keys
     from model.results.reports import classification_report
     from model.training.config import TrainConfig
     from model.training.epoch import step_seed
     from model.training.fit import fit
     from model.training.runtime import Runtime, build_network
 
-    config = TrainConfig(store=str(rgb_store), protocol="xsub", model="ccdfarm", out=str(tmp_path / "run"),
-                         epochs=1, batch_size=8, frames=16, crop=32, device="cpu", workers=0, progress=False)
+    config = TrainConfig.from_options(store=str(rgb_store), protocol="xsub", model="ccdfarm",
+                                      out=str(tmp_path / "run"), epochs=1, batch_size=8, frames=16, crop=32,
+                                      device="cpu", workers=0, progress=False)
     info = D.read_split(rgb_store, "xsub", "train", need_rgb=True)
     assert len(info) // config.batch_size == 1  # one step: its weights are the initial ones
     fit(config)
@@ -231,8 +233,8 @@ def test_a_fused_run_logs_the_prediction_loss_apart_from_the_heads_sum(rgb_store
     torch.manual_seed(config.seed)  # as fit builds the network
     net = build_network("ccdfarm", len(info.class_names), config.model_options(), cpu).train()
     batch = next(D.SplitData(info, config.clip_spec(), cpu, config.seed).batches(0, config.batch_size, True))
-    torch.manual_seed(step_seed(config.seed, 0, 0, 0))  # the step's dropout
-    with torch.no_grad():
+    torch.manual_seed(step_seed(config.seed, 0, 0, 0))  # the step's torch generator
+    with torch.no_grad(), dropout_keys(net, sample_keys(config.seed, 0, batch.positions)):  # its dropout
         out = Runtime(cpu, config.bf16).forward(net, batch.rgb, batch.skeleton, batch.motion)
     prediction = classification_report(out["logits"], batch.labels, info.class_names)["loss"]
     heads = float(model.heads_loss(out, batch.labels))
@@ -281,9 +283,9 @@ def test_the_fused_model_learns_with_its_default_recipe(learn_store, tmp_path):
     from model.training.fit import fit
 
     out = tmp_path / "run"
-    config = TrainConfig(store=str(learn_store), protocol="xsub", model="ccdfarm", out=str(out), epochs=20,
-                         warmup_epochs=1, batch_size=4, frames=16, crop=32, device="cpu", workers=0,
-                         progress=False)
+    config = TrainConfig.from_options(store=str(learn_store), protocol="xsub", model="ccdfarm", out=str(out),
+                                      epochs=20, warmup_epochs=1, batch_size=4, frames=16, crop=32,
+                                      device="cpu", workers=0, progress=False)
     assert config.describe_recipe().endswith("; changed: epochs, batch_size, warmup_epochs")
     assert (config.optimizer, config.lr, config.schedule) == ("sgd", 0.1, "cosine")
     fit(config)

@@ -106,7 +106,8 @@ def test_a_sync_bn_run_evaluates_on_a_cpu(store, tmp_path):
     run = tmp_path / "run"
     fit(hcn_config(store, run, epochs=1))
     saved = torch.load(run / "last.pt", weights_only=True)
-    saved["config"] = {**saved["config"], "sync_bn": True, "device": "cuda"}  # as a multi-GPU run saves it
+    saved["config"]["network"]["sync_bn"] = True  # as a multi-GPU run saves it
+    saved["config"]["run"]["device"] = "cuda"
     torch.save(saved, tmp_path / "gpu.pt")
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(tmp_path / "gpu.pt"), "--store",
                                        str(store), "--protocol", "xsub", "--device", "cpu", "--workers", "0"])
@@ -132,11 +133,12 @@ def test_the_recipe_is_printed_and_saved(store, tmp_path):
                                        "--out", str(run), "--epochs", "1", "--frames", "16", "--device",
                                        "cpu", "--workers", "0", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("recipe hcn (the HCN paper")
+    assert result.output.startswith("recipe for hcn (the HCN paper")
     config = json.loads((run / "config.json").read_text())
-    assert (config["optimizer"], config["lr"], config["batch_size"], config["recipe"]) == ("adam", 0.0005, 64,
-                                                                                           "hcn")
-    assert config["epochs"] == 1 and TrainConfig(**config).schedule == "exp"
+    recipe = config["recipe"]
+    assert (recipe["optimizer"], recipe["lr"], recipe["batch_size"], recipe["name"]) == ("adam", 0.0005, 64,
+                                                                                         "hcn")
+    assert recipe["epochs"] == 1 and TrainConfig.from_dict(config).schedule == "exp"
 
 
 @pytest.mark.slow
@@ -151,8 +153,8 @@ def test_the_skeleton_baseline_learns_with_its_default_recipe(tmp_path_factory):
     a uniform guess's."""
     big = build_store(tmp_path_factory.mktemp("recipe"), samples=600, seed=2)
     out = tmp_path_factory.mktemp("recipe_run") / "run"
-    config = TrainConfig(store=str(big), protocol="xsub", model="hcn", out=str(out), epochs=8, device="cpu",
-                         workers=0, progress=False)
+    config = TrainConfig.from_options(store=str(big), protocol="xsub", model="hcn", out=str(out), epochs=8,
+                                      device="cpu", workers=0, progress=False)
     assert config.describe_recipe().endswith("; changed: epochs")  # every other recipe field: hcn's
     assert (config.frames, config.flip) == (32, 0.5)
     report = fit(config)

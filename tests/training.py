@@ -35,5 +35,5 @@ def hcn_config(store: Path, out: Path, **changes) -> TrainConfig:
     options = dict(store=str(store), protocol="xsub", model="hcn", out=str(out), epochs=2, batch_size=16,
                    optimizer="adam", lr=0.016, weight_decay=0.0, warmup_epochs=1, frames=16, flip=0.0,
                    dropout=0.1, device="cpu", workers=0, progress=False)
-    return TrainConfig(**{**options, **changes})
+    return TrainConfig.from_options(**{**options, **changes})
 

@@ -12,21 +12,25 @@
     test = NTUDataset("ntu60.zarr", "xsub", "test", inputs=("skeleton",), clip=k, clips=10)  # clip k of 10
 
 An item is `ntu-train`'s clip of that sample, bit for bit: the same sample, epoch and test clip give the
-same tensors as `SplitData.batches` (tests/test_dataset.py), because both call the same rules
-(`sampling.ClipRule`: windows, segments, crop boxes, flips, from `epoch_randoms`) and transforms
-(`transforms.py`). Keys (T = frames, S the stored RGB side, H = heatmap_size):
+same tensors as `SplitData.batches` (tests/test_dataset.py, tests/test_reference_data.py), because both
+call the same rules (`sampling.ClipRule`: windows, segments, crop boxes, flips, the reference samplings
+and heatmaps, from `clip_randoms`) and transforms (`transforms.py`). The reference models' clips take
+ClipSpec's settings by name: `NTUDataset(store, "xsub", "train", inputs=("heatmaps",),
+**clip_recipes.reference_clip("posec3d"))`. Keys (T = frames, S the stored RGB side, H = heatmap_size):
 
     label          () int64                 name   str (the NTU sample name)
     frame_index    (T,) int64               the source frame of each clip frame (the video's for RGB
                                             inputs; for skeletons, the kept frame nearest each position)
     flip           () bool                  whether the item is mirrored (training only)
-    skeleton       (3, T, 25, 2) float32    normalised, resampled to T frames, mirrored where `flip`
+    skeleton       (3, T, 25, 2) float32    normalised, resampled to T frames, mirrored where `flip` (then
+                                            rotated at training and taken as `stream`, CTR-GCN's)
     motion         (3, T, 25, 2) float32    `skeleton_motion` of it (paper eq. 2)
     bones          (3, T, 25, 2) float32    `skeleton_bones` of it (CTR-GCN's bone stream)
     joints_2d      (2, T, 25, 2) float32    x, y in pixels of the model's crop x crop (after the crop and
                                             the flip; 0 where the joint is absent)
     joints_2d_score (T, 25, 2) float32      Kinect tracking as a score (`heatmaps.tracking_scores`)
-    heatmaps       (25, T, H, H) float32    `heatmaps.joint_heatmaps` of joints_2d (PoseC3D's input)
+    heatmaps       (25, T, H, H) float32    `heatmaps.joint_heatmaps` of joints_2d; with heatmap_box, the
+                                            reference heatmaps (25, T_h, H, H) (`clip_heatmaps.py`)
     limb_heatmaps  (24, T, H, H) float32    `heatmaps.limb_heatmaps` of them
     rgb            (3, T, S, S) uint8       the clip's stored frames as stored: crop, flip and scaling
                                             are `rgb_to_model`'s, on the device
@@ -58,15 +62,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.data.clip_heatmaps import gather_poses
 from model.data.heatmaps import bone_index, joint_heatmaps, limb_heatmaps, tracking_scores
 from model.data.motion import skeleton_motion
 from model.data.rgb_clips import match_frames, stored_frames
-from model.data.sampling import epoch_randoms
-from model.data.skeletons import load_packed, load_packed_table
+from model.data.sampling import clip_randoms
+from model.data.skeletons import load_packed, load_packed_poses, load_packed_table
 from model.data.split import ClipSpec, clip_rule, read_split
 from model.data.transforms import (
     crop_points,
     gather_packed,
+    interpolate_packed,
     mirror_skeleton,
     normalize_skeletons,
     resample_packed,
@@ -92,9 +98,16 @@ class NTUDataset(torch.utils.data.Dataset):
     inputs: any of INPUTS. frames: T per clip. crop: the RGB crop's side (rgb, joints_2d). clip, clips:
     clip k of a `clips`-clip test (test side only; the rule of `ntu-train eval --clips`). flip: the
     probability of the horizontal flip at training. normalize: the skeleton's ("none", "spine",
-    "spine_axes"). seed: of every draw. heatmap_size: H of the H x H heatmaps. preload: read the split's
-    skeletons once, not per item. The training side draws a new window, crop and flip per epoch
-    (`set_epoch`); the test side takes the centred window and the centre crop (or clip k), never flipped.
+    "spine_axes", "spine_first"). seed: of every draw. heatmap_size: H of the H x H heatmaps. preload:
+    read the split's skeletons once, not per item. The training side draws a new window, crop and flip
+    per epoch (`set_epoch`); the test side takes the centred window and the centre crop (or clip k),
+    never flipped.
+
+    The reference models' clips, keyword arguments named and meant as `ClipSpec`'s fields (so
+    `**clip_recipes.reference_clip(name)` passes whole): sampling, heatmap_box (None: `heatmaps` are
+    the 2D joints of the RGB crop, as above; "pose" or "rgb": the reference heatmaps, `ClipSpec`'s
+    heatmaps), heatmap_test_size, heatmap_frames, sigma, rgb_crop, rgb_norm (what `rgb_to_model` takes
+    as norm), rotation, stream (what `skeleton` becomes).
 
     Samples whose modalities the inputs need are unusable (failed, absent, missing) are left out and
     counted: `left_out` {"<stage> <status>": samples}, as `ntu-train fit` reports them. A store without
@@ -104,7 +117,10 @@ class NTUDataset(torch.utils.data.Dataset):
     def __init__(self, store: str | Path, protocol: str, side: str = "train",
                  inputs: tuple[str, ...] = ("skeleton",), frames: int = 32, crop: int = 224, clip: int = 0,
                  clips: int = 1, flip: float = 0.5, normalize: str = "spine_axes", seed: int = 0,
-                 heatmap_size: int = 56, preload: bool = False):
+                 heatmap_size: int = 56, preload: bool = False, *, sampling: str = "window",
+                 heatmap_box: str | None = None, heatmap_test_size: int | None = None,
+                 heatmap_frames: int | None = None, sigma: float = 0.6, rgb_crop: str = "views",
+                 rgb_norm: str = "i3d", rotation: float = 0.0, stream: str = "joint"):
         inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
         unknown = [name for name in inputs if name not in INPUTS]
         if unknown or not inputs:
@@ -118,12 +134,21 @@ class NTUDataset(torch.utils.data.Dataset):
             raise ConfigError(f"heatmap_size must be >= 1, got {heatmap_size}")
         self.store, self.inputs, self.side = Path(store), inputs, side
         self.clip, self.clips, self.seed, self.heatmap_size = clip, clips, seed, heatmap_size
-        pose, rgb = any(n in POSE_INPUTS for n in inputs), "rgb" in inputs
+        maps = heatmap_box is not None  # the reference heatmaps (ClipSpec.heatmaps)
+        if maps and ("heatmaps" not in inputs or {"joints_2d", "limb_heatmaps"} & set(inputs)):
+            raise ConfigError(f"heatmap_box {heatmap_box!r} gives the reference models' heatmaps: input "
+                              f"'heatmaps', without joints_2d or limb_heatmaps, got {inputs!r}")
+        pose = any(n in POSE_INPUTS for n in inputs) and not maps  # 2D joints in the RGB crop
+        rgb = "rgb" in inputs
         need_skeleton = pose or any(n in SKELETON_INPUTS for n in inputs)
         self.spec = ClipSpec(frames=frames, skeleton=need_skeleton, rgb=rgb, crop=crop, flip=flip,
-                             normalize=normalize)
-        _require_stages(self.store, inputs, need_skeleton, rgb or pose)
-        self.info = read_split(self.store, protocol, side, need_rgb=rgb or pose, need_skeleton=need_skeleton)
+                             normalize=normalize, sampling=sampling, heatmaps=maps, heatmap_size=heatmap_size,
+                             heatmap_test_size=heatmap_test_size, heatmap_frames=heatmap_frames,
+                             heatmap_box=heatmap_box or "pose", sigma=sigma, rgb_crop=rgb_crop,
+                             rgb_norm=rgb_norm, rotation=rotation, stream=stream)
+        _require_stages(self.store, inputs, need_skeleton or maps, rgb or pose)
+        self.info = read_split(self.store, protocol, side, need_rgb=rgb or pose,
+                               need_skeleton=need_skeleton or maps)
         if (rgb or pose) and crop > self.info.rgb_size:
             raise ConfigError(f"crop {crop} is larger than the stored RGB frames of {self.store} "
                               f"({self.info.rgb_size} x {self.info.rgb_size})")
@@ -136,14 +161,16 @@ class NTUDataset(torch.utils.data.Dataset):
             self.rule = dataclasses.replace(self.rule, rgb_size=self.info.rgb_size)
         names = read_strings(open_store(self.store)["samples/name"])
         self.names = [names[i] for i in self.info.indices]
-        self.packed = self.packed_frames = None
+        self.packed = self.packed_frames = self.packed_poses = None
         lengths = np.maximum(self.info.num_frames, 1)  # as load_packed packs them
         self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)  # (n,)
         if preload and any(n in SKELETON_INPUTS for n in inputs):
             self.packed = load_packed(self.store, self.info.indices, self.info.num_frames, normalize)
-        if preload and need_skeleton:
+        if preload and (need_skeleton or maps):
             self.packed_frames = load_packed_table(self.store, "skeleton/frame_index", self.info.indices,
                                                    self.info.num_frames)  # (F,) source frames
+        if preload and maps:
+            self.packed_poses = load_packed_poses(self.store, self.info.indices, self.info.num_frames)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._rows: _SampleRows | None = None
         self._randoms: tuple[int, Tensor] | None = None
@@ -157,6 +184,11 @@ class NTUDataset(torch.utils.data.Dataset):
     @property
     def crop(self) -> int:
         return self.spec.crop
+
+    @property
+    def rgb_norm(self) -> str:
+        """What `rgb_to_model` takes as norm for this dataset's `rgb`."""
+        return self.spec.rgb_norm
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -194,7 +226,7 @@ class NTUDataset(torch.utils.data.Dataset):
         info, rule = self.info, self.rule
         index, n = int(info.indices[p]), int(info.num_frames[p])
         length = max(n, 1)  # an empty sample holds one zero frame, as ntu-train packs it
-        u = self._epoch_randoms()[p:p + 1] if self.side == "train" else None  # (1, NUM_RANDOMS)
+        u = self._epoch_randoms()[p:p + 1] if self.side == "train" else None  # (1, NUM_RANDOMS + extra)
         flip = rule.flips(u, 1)  # (1,)
         rows = self._store_rows()
         clip = self._timeline(p, rows, index, n, u)
@@ -205,20 +237,26 @@ class NTUDataset(torch.utils.data.Dataset):
             start = torch.zeros(1, dtype=torch.long)
             if clip.positions is None:  # the fused models': at the RGB clip's frames
                 joints = gather_packed(joints, start, torch.from_numpy(clip.kept)[None])  # (1, T, M, V, 3)
+            elif self.spec.sampling == "crop_resize":
+                joints = interpolate_packed(joints, start, *rule.crop_resize_taps(torch.tensor([n]), u))
             else:
                 joints = resample_packed(joints, start, torch.tensor([length]), clip.positions)
-            skeleton = mirror_skeleton(to_model_layout(joints), flip)  # (1, 3, T, V, M)
+            skeleton = rule.augment_skeleton(to_model_layout(joints), flip, u)  # (1, 3, T, V, M)
             if "skeleton" in self.inputs:
                 item["skeleton"] = skeleton[0]
             if "motion" in self.inputs:
                 item["motion"] = skeleton_motion(skeleton)[0]
             if "bones" in self.inputs:
                 item["bones"] = skeleton_bones(skeleton)[0]
+        box = None
         if rule.rgb_size is not None:
             views = (self.clip, self.clips) if self.spec.rgb else (0, 1)  # 2D joints alone: one view
             box = rule.boxes(u, 1, *views)  # (1, 4) float64
             item["crop_box"] = box[0]
-        if any(name in POSE_INPUTS for name in self.inputs):
+        if self.spec.heatmaps:
+            maps = self._heatmaps(p, rows, index, length, clip.pose, u, flip, box)  # (1, V, T_h, H, H)
+            item["heatmaps"] = maps[0]
+        elif any(name in POSE_INPUTS for name in self.inputs):
             item.update(self._pose(rows, index, length, clip.kept, box, flip))
         if clip.rgb_frames is not None:
             frames = rows.rgb(index, clip.rgb_frames)  # (T, S, S, 3)
@@ -230,17 +268,41 @@ class NTUDataset(torch.utils.data.Dataset):
         ntu-train (`ClipRule`): with RGB, the stored frames, and the skeleton's at their instants;
         without, the skeleton's interpolated positions and the kept frames nearest to them."""
         rule, spec = self.rule, self.spec
-        kept = self._kept_frames(p, rows, index, max(n, 1)) if spec.skeleton else None  # (L,) source
+        kept = self._kept_frames(p, rows, index, max(n, 1)) if spec.skeleton or spec.heatmaps else None
         if spec.rgb:
             source = rows.read("rgb/frame_index", index)  # (T_s,) the source frame of each stored frame
             stored = torch.from_numpy(stored_frames(source[None]))  # (1,)
             frames = rule.rgb_positions(stored, u, self.clip, self.clips)[0].numpy()  # (T,) stored frames
-            at = match_frames(kept[:n], source)[frames] if kept is not None else None  # (T,) -1: none
-            return _Clip(source[frames].astype(np.int64), frames, at, None)
+            to_kept = match_frames(kept[:n], source) if kept is not None else None  # (T_s,) -1: none
+            pose = None
+            if spec.heatmaps:  # the heatmaps' own stored frames (RGBPose's 32 beside 8)
+                pose = to_kept[rule.pose_positions(stored, u, self.clip, self.clips)[0].numpy()]
+            at = to_kept[frames] if to_kept is not None else None
+            return _Clip(source[frames].astype(np.int64), frames, at, None, pose)
         offsets = rule.clip_offsets(self.clip, self.clips)
-        positions = rule.skeleton_positions(torch.tensor([n]), u, offsets)  # (1, T) float64
+        positions = rule.skeleton_positions(torch.tensor([n]), u, offsets, self.clip, self.clips)  # (1, T)
         nearest = positions[0].round().long().numpy()  # (T,) the kept frame nearest each position
-        return _Clip(kept[nearest].astype(np.int64), None, nearest, positions)
+        pose = nearest if spec.heatmaps else None  # uniform: the frames themselves
+        return _Clip(kept[nearest].astype(np.int64), None, nearest, positions, pose)
+
+    def _heatmaps(self, p: int, rows: _SampleRows, index: int, length: int, kept: np.ndarray,
+                  u: Tensor | None, flip: Tensor, box: Tensor | None) -> Tensor:
+        """The reference heatmaps (1, V, T_h, H, H) of sample `index` at its kept frames `kept` (T_h,)
+        (-1: none), with the RGB crop `box` (1, 4) (None without RGB), as `SplitData` draws them
+        (`ClipRule.heatmaps`)."""
+        if self.packed_poses is not None:
+            poses = self.packed_poses
+            table, starts = (poses.xy, poses.tracking), poses.starts[p:p + 1]
+        else:
+            table = tuple(torch.from_numpy(rows.read(path, index, length))
+                          for path in ("skeleton/color_xy", "skeleton/tracking"))  # (L, M, V, 2), (L, M, V)
+            starts = torch.zeros(1, dtype=torch.long)
+        xy, tracking = gather_poses(*table, starts, torch.from_numpy(kept)[None])
+        video = (None, None)
+        if self.spec.heatmap_box == "rgb":
+            video = tuple(torch.from_numpy(rows.read(path, index))[None]
+                          for path in ("rgb/crop_box", "rgb/video_size"))  # (1, 4), (1, 2)
+        return self.rule.heatmaps(xy, tracking, flip, u, box, *video)
 
     def _pose(self, rows: _SampleRows, index: int, length: int, at: np.ndarray, box: Tensor,
               flip: Tensor) -> dict[str, Tensor]:
@@ -286,10 +348,10 @@ class NTUDataset(torch.utils.data.Dataset):
         return normalize_skeletons(joints, self.spec.normalize)[0]
 
     def _epoch_randoms(self) -> Tensor:
-        """This epoch's uniforms (n, NUM_RANDOMS), made once per epoch in each process."""
+        """This epoch's uniforms (n, NUM_RANDOMS + extra), made once per epoch in each process."""
         epoch = self.epoch
         if self._randoms is None or self._randoms[0] != epoch:
-            self._randoms = (epoch, epoch_randoms(len(self.info), self.seed, epoch))
+            self._randoms = (epoch, clip_randoms(len(self.info), self.seed, epoch, self.rule))
         return self._randoms[1]
 
     def _store_rows(self) -> _SampleRows:
@@ -301,12 +363,14 @@ class NTUDataset(torch.utils.data.Dataset):
 class _Clip(NamedTuple):
     """When an item's clip is: frame_index (T,) the source frames; rgb_frames (T,) the stored RGB frames
     (None without RGB); kept (T,) the kept skeleton frame of each clip frame (-1: none) or the nearest to
-    each position; positions (1, T) float64 where the skeleton is interpolated (None: taken at `kept`)."""
+    each position; positions (1, T) float64 where the skeleton is interpolated (None: taken at `kept`);
+    pose (T_h,) the kept skeleton frames of the reference heatmaps (-1: none), None without them."""
 
     frame_index: np.ndarray
     rgb_frames: np.ndarray | None
     kept: np.ndarray | None
     positions: Tensor | None
+    pose: np.ndarray | None = None
 
 
 class _SampleRows:

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.data.transforms import MIRROR_JOINTS
+from model.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MIRROR_JOINTS  # the configs' img_norm_cfg
 
 TEST_SEED = 255  # UniformSampleFrames(seed=255): the test sampler reseeds numpy with it per sample
 COMPACT_PADDING, COMPACT_THRESHOLD = 0.25, 10  # PoseCompact / MMCompact defaults
@@ -72,8 +72,6 @@ CROP_AREA = (0.56, 1.0)  # RandomResizedCrop(area_range=...) of the PoseC3D and 
 CROP_ASPECT = (3 / 4, 4 / 3)  # its default aspect_ratio_range
 CROP_ATTEMPTS = 10  # get_crop_bbox's max_attempts
 CROP_DRAWS = 2 * CROP_ATTEMPTS + 2  # aspects, areas, then the x and y offsets
-IMAGENET_MEAN = (123.675, 116.28, 103.53)  # img_norm_cfg of the RGB configs, RGB order, 0-255 units
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 # Kinect v2 joints (0-based) that swap under a horizontal flip, as PYSKL's left_kp / right_kp: each left
 # joint is paired with its mirror image in `transforms.MIRROR_JOINTS` (shoulder 4 <-> 8, hand tip 21 <-> 23)

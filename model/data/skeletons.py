@@ -5,6 +5,7 @@
     packed.starts[rows]       # (B,) where each sample's frames begin; packed.lengths[rows] how many
     resample_packed(packed.frames, packed.starts[rows], packed.lengths[rows], positions)  # transforms.py
     table = load_packed_table(store, "skeleton/frame_index", indices, num_frames)   # (F,) packed alike
+    poses = load_packed_poses(store, indices, num_frames, device)   # 2D joints for heatmaps, packed alike
 
 Why packed: a dense (n, T_max, M, V, 3) tensor is sized by the longest sample (300 frames in NTU, whose
 samples average ~85): NTU120's two splits took ~20 GB per process in fp32, more than a 24 GB card has
@@ -42,6 +43,30 @@ class PackedSkeletons:
 
     def __len__(self) -> int:
         return len(self.starts)
+
+
+@dataclass(frozen=True, eq=False)
+class PackedPoses:
+    """The 2D joints that heatmaps are drawn from, on the device, packed as `PackedSkeletons`: xy (F, M, V,
+    2) float32 colour-camera pixels (`skeleton/color_xy`), tracking (F, M, V) int8 (`skeleton/tracking`),
+    starts and lengths (n,) int64. ~0.4 KB a frame: ~2 GB for NTU60's ~4.8M kept frames."""
+
+    xy: Tensor
+    tracking: Tensor
+    starts: Tensor
+    lengths: Tensor
+
+
+def load_packed_poses(store: str | Path, indices: np.ndarray, num_frames: np.ndarray,
+                      device: torch.device | str = "cpu") -> PackedPoses:
+    """`skeleton/color_xy` and `skeleton/tracking` of store samples `indices` (n,) with `num_frames` (n,)
+    kept frames, packed on `device` as `load_packed` packs the joints."""
+    lengths = np.maximum(np.asarray(num_frames, np.int64), 1)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    xy, tracking = (torch.from_numpy(load_packed_table(store, path, indices, num_frames)).to(device)
+                    for path in ("skeleton/color_xy", "skeleton/tracking"))
+    starts, lengths = torch.from_numpy(starts).to(device), torch.from_numpy(lengths).to(device)
+    return PackedPoses(xy, tracking, starts, lengths)
 
 
 def packed_bytes(num_frames: np.ndarray, itemsize: int = 4, persons: int = 2, joints: int = 25) -> int:

@@ -6,6 +6,9 @@
         out = net(batch.rgb, batch.skeleton, batch.motion)   # (B, 3, T, 224, 224), (B, 3, T, 25, 2) x 2
     for batch in data.batches(0, 32, train=False, clip=k, clips=10):   # clip k of the 10-clip test
         ...
+    spec = ClipSpec(skeleton=False, heatmaps=True, **reference_clip("posec3d"))   # clip_recipes.py
+    data = SplitData(read_split("ntu60.zarr", "xsub", "train", *spec.needs), spec, device)  # no RGB stage
+    batch.heatmaps                                          # (B, 25, 48, 56, 56), drawn on the device
 
 Skeletons are resident on the device, packed by the frames each sample holds (`skeletons.py`). A
 batch is pure tensor work there: a temporal window (training: a random 50-100% window, HCN's
@@ -32,11 +35,21 @@ is the centred window and the centre crop, as at every epoch's evaluation.
 Nothing in a step waits for the device: each epoch's order, uniforms, RGB frames and their skeleton
 frames are copied to the device once, before its first step; a batch then indexes them there.
 
+The reference models' clips (`ClipSpec` sampling, heatmaps, rgb_crop, rgb_norm, rotation, stream;
+`clip_recipes.reference_clip` gives each model's): PYSKL's UniformSampleFrames over the kept skeleton
+frames or the stored RGB frames, its RandomResizedCrop and ImageNet normalisation; PoseC3D's heatmaps
+drawn in the batch on the device from 2D joints kept resident beside the skeletons (`skeleton/color_xy`
+and `skeleton/tracking`, packed: `skeletons.load_packed_poses`), on the box around the clip's joints or
+on the RGB crop (RGBPoseConv3D: its 32 pose frames drawn over the same stored frames as its 8 RGB ones,
+at their instants through `rgb/frame_index` and `skeleton/frame_index`); CTR-GCN's valid_crop_resize,
+random rotation and input stream. `sampling.py` and `clip_heatmaps.py` say how.
+
 Determinism: every random choice is a pure function of (seed, epoch, sample): `epoch_order` is the
-epoch's permutation, `epoch_randoms` one row of uniforms per sample. A batch is the same whatever the
-process count or the step a run resumed at. The rules that turn those uniforms into frames, crops and
-flips are `sampling.ClipRule`'s, which the public dataset (`dataset.NTUDataset`) calls too, one sample at
-a time: a sample's clip is the same tensor through either (tests/test_dataset.py).
+epoch's permutation, `clip_randoms` one row of uniforms per sample (`epoch_randoms`, and the reference
+samplings' own draws). A batch is the same whatever the process count or the step a run resumed at. The
+rules that turn those uniforms into frames, crops, flips and heatmaps are `sampling.ClipRule`'s, which
+the public dataset (`dataset.NTUDataset`) calls too, one sample at a time: a sample's clip is the same
+tensor through either (tests/test_dataset.py, tests/test_reference_data.py).
 """
 
 from __future__ import annotations
@@ -50,6 +63,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.data.clip_heatmaps import gather_poses
+from model.data.clip_spec import ClipSpec
+from model.data.ctrgcn_sampling import bone_parents
 from model.data.motion import skeleton_motion
 from model.data.rgb_clips import ClipRequest, RGBClips, collate_batch, rgb_frame_table
 from model.data.sampling import (  # noqa: F401  (the columns and draws, public here as before)
@@ -62,16 +78,16 @@ from model.data.sampling import (  # noqa: F401  (the columns and draws, public 
     WINDOW_RATIO,
     WINDOW_START,
     ClipRule,
+    clip_randoms,
     epoch_order,
     epoch_randoms,
 )
-from model.data.skeletons import PackedSkeletons, load_packed
+from model.data.skeletons import PackedSkeletons, load_packed, load_packed_poses
 from model.data.transforms import (
-    NORMALIZATIONS,
     crop_clips,
     gather_packed,
+    interpolate_packed,
     mirror_index,
-    mirror_skeleton,
     resample_packed,
     to_model_layout,
 )
@@ -79,34 +95,6 @@ from ntu_pipeline.errors import ConfigError, StoreFormatError
 from ntu_pipeline.store import open_store, split_indices
 from ntu_pipeline.store.schema import require_stages
 from ntu_pipeline.store.splits import check_protocol, describe_left_out, usable_samples
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """What a model is fed. frames: T per clip (a multiple of 16 for HCN); skeleton / rgb: the inputs
-    it takes; crop: RGB side after cropping; flip: probability of the horizontal flip at training;
-    normalize: "none", "spine" (centre on actor 1's spine) or "spine_axes" (and rotate to its body
-    axes, PYSKL's pre-normalisation); half: keep the resident skeletons in float16."""
-
-    frames: int = 32
-    skeleton: bool = True
-    rgb: bool = False
-    crop: int = 224
-    flip: float = 0.5
-    normalize: str = "spine_axes"
-    half: bool = False
-
-    def __post_init__(self):
-        if self.frames < 1:
-            raise ConfigError(f"frames must be >= 1, got {self.frames}")
-        if not (self.skeleton or self.rgb):
-            raise ConfigError("a clip needs the skeleton, the RGB frames or both")
-        if self.crop < 1:
-            raise ConfigError(f"crop must be >= 1, got {self.crop}")
-        if not 0.0 <= self.flip <= 1.0:
-            raise ConfigError(f"flip must be a probability in [0, 1], got {self.flip}")
-        if self.normalize not in NORMALIZATIONS:
-            raise ConfigError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,6 +116,7 @@ class SplitInfo:
     rgb_all: bool = False
     left_out: dict[str, int] = dataclasses.field(default_factory=dict)  # "<stage> <status>" -> samples
     rgb_options: dict = dataclasses.field(default_factory=dict)  # the RGB stage's: frames, size, codec
+    has_skeleton: bool = True  # read with need_skeleton: every sample's skeleton usable
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -161,11 +150,11 @@ def read_split(store: str | Path, protocol: str, part: str, need_rgb: bool = Fal
         why = f" (left out: {describe_left_out(left_out)})" if left_out else ""
         raise StoreFormatError(f"{store}: split {protocol}/{part} has no sample with a usable "
                                f"{' and '.join(stages)}{why}")
-    return samples_info(group, store, indices, protocol, part, need_rgb, left_out)
+    return samples_info(group, store, indices, protocol, part, need_rgb, left_out, need_skeleton)
 
 
 def samples_info(group, store: Path, indices: np.ndarray, protocol: str, part: str, need_rgb: bool,
-                 left_out: dict[str, int]) -> SplitInfo:
+                 left_out: dict[str, int], need_skeleton: bool = True) -> SplitInfo:
     """The SplitInfo of samples `indices` of `store` (opened as `group`), their usability checked by the
     caller (`read_split`; `model.predict.recordings` for the recordings it prepares)."""
     recorded = dict(group.attrs.get("stages", {}))
@@ -180,13 +169,17 @@ def samples_info(group, store: Path, indices: np.ndarray, protocol: str, part: s
         store=store, protocol=protocol, part=part, indices=indices,
         labels=group["samples/label"][:][indices].astype(np.int64), num_frames=num_frames.astype(np.int64),
         class_names=tuple(group.attrs["class_names"]), dataset=str(group.attrs["dataset"]),
-        left_out=left_out, **rgb)
+        left_out=left_out, has_skeleton=need_skeleton, **rgb)
 
 
 def clip_rule(spec: ClipSpec, info: SplitInfo) -> ClipRule:
     """The rule that cuts `spec`'s clips out of the samples of `info` (`sampling.ClipRule`)."""
+    pose_frames = (spec.heatmap_frames or spec.frames) if spec.heatmaps and spec.rgb else None
     return ClipRule(spec.frames, spec.crop, spec.flip, info.rgb_size if spec.rgb else None,
-                    info.rgb_frames if spec.rgb else None, info.rgb_all and spec.rgb)
+                    info.rgb_frames if spec.rgb else None, info.rgb_all and spec.rgb, spec.sampling,
+                    spec.rgb_crop, pose_frames, spec.heatmap_box if spec.heatmaps else None,
+                    spec.heatmap_size, spec.heatmap_test_size or spec.heatmap_size, spec.sigma, spec.rotation,
+                    spec.stream)
 
 
 # --- order --------------------------------------------------------------------------------
@@ -236,10 +229,13 @@ def _to_device(array: np.ndarray, device: torch.device) -> Tensor:
 
 @dataclass(frozen=True, eq=False)
 class Batch:
-    """rgb (B, 3, T, crop, crop) in [-1, 1] or None; skeleton and motion (B, 3, T, 25, 2) or None;
+    """rgb (B, 3, T, crop, crop) in [-1, 1] (ImageNet-normalised with rgb_norm "imagenet") or None;
+    skeleton and motion (B, 3, T, 25, 2) or None (skeleton: the spec's stream; motion: eq. 2 of it);
     labels (B,) int64; positions (B,) int64 into the split; frames (B, T) int64, the stored frames the
     clips took: `rgb/frames` positions for models with RGB, kept skeleton frames (`skeleton/joints`, the
-    nearest to each interpolated position) for skeleton models (all on the device)."""
+    nearest to each interpolated position) for the others; heatmaps (B, 25, T_h, H, H) float32 or None
+    (T_h = heatmap_frames beside RGB, else T; H = heatmap_size, heatmap_test_size at test with the pose
+    box) (all on the device)."""
 
     rgb: Tensor | None
     skeleton: Tensor | None
@@ -247,13 +243,16 @@ class Batch:
     labels: Tensor
     positions: Tensor
     frames: Tensor | None = None
+    heatmaps: Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class _Epoch:
-    """One epoch's (or test clip's) choices, on the device: uniforms (n, NUM_RANDOMS) or None at test,
-    stored RGB frames of the clips (n, T) and their skeleton frames (n, T) or None, the test clip (k of
-    `clips`) and its segment offsets (T,) (None for one clip)."""
+    """One epoch's (or test clip's) choices, on the device: uniforms (n, NUM_RANDOMS + extra) or None at
+    test, stored RGB frames of the clips (n, T) and their skeleton frames (n, T) or None, the test clip (k
+    of `clips`) and its segment offsets (T,) (None for one clip); for "uniform" without RGB the kept
+    frames (n, T) float64 (drawn on the host: PYSKL's test draws are), and beside RGB the kept frames of
+    the heatmaps (n, T_h) (-1: none) or None."""
 
     randoms: Tensor | None
     rgb_frames: Tensor | None
@@ -261,10 +260,13 @@ class _Epoch:
     clip: int
     clips: int
     offsets: Tensor | None
+    positions: Tensor | None = None
+    pose_kept: Tensor | None = None
 
 
 class SplitData:
-    """A split's samples as batches on `device`: skeletons resident, RGB through DataLoader workers."""
+    """A split's samples as batches on `device`: skeletons (and 2D joints for heatmaps) resident, RGB
+    through DataLoader workers."""
 
     def __init__(self, info: SplitInfo, spec: ClipSpec, device: torch.device | str, seed: int = 0,
                  workers: int = 0, rank: int = 0, world: int = 1, skeletons: PackedSkeletons | None = None):
@@ -276,6 +278,9 @@ class SplitData:
         if spec.rgb and spec.crop > info.rgb_size:
             raise ConfigError(f"--crop {spec.crop} is larger than the stored RGB frames of {info.store} "
                               f"({info.rgb_size} x {info.rgb_size})")
+        if spec.heatmaps and not info.has_skeleton:
+            raise ConfigError(f"{info.store}: heatmaps are drawn from the skeletons' 2D joints: read the "
+                              f"split with need_skeleton=True")
         classes = len(info.class_names)
         if info.labels.min() < 0 or info.labels.max() >= classes:  # once here, never in a step
             raise StoreFormatError(f"{info.store}: labels outside [0, {classes}) in {info.protocol}/"
@@ -285,13 +290,22 @@ class SplitData:
         self.num_frames = torch.from_numpy(info.num_frames).to(self.device)
         self.skeletons = skeletons
         self.mirror = mirror_index(self.device)  # made here: a copy inside a step would wait
+        self.parents = bone_parents(self.device) if "bone" in spec.stream else None
         if spec.skeleton and skeletons is None:
             dtype = torch.float16 if spec.half else torch.float32
             self.skeletons = load_packed(info.store, info.indices, info.num_frames, spec.normalize, dtype,
                                          self.device)
+        self.poses = self.video_box = self.video_size = None
+        if spec.heatmaps:
+            self.poses = load_packed_poses(info.store, info.indices, info.num_frames, self.device)
+        if spec.heatmaps and spec.heatmap_box == "rgb":
+            group = open_store(info.store)
+            self.video_box, self.video_size = (torch.from_numpy(group[path][:][info.indices]).to(self.device)
+                                               for path in ("rgb/crop_box", "rgb/video_size"))
         self.loader = self.rgb_table = None
         if spec.rgb:
-            self.rgb_table = rgb_frame_table(open_store(info.store), info.indices, spec.skeleton)
+            matched = spec.skeleton or spec.heatmaps  # the skeleton frames at the stored frames' instants
+            self.rgb_table = rgb_frame_table(open_store(info.store), info.indices, matched)
             self._sampler = _PlanSampler()
             self.loader = torch.utils.data.DataLoader(
                 RGBClips(info.store), batch_sampler=self._sampler, collate_fn=collate_batch,
@@ -315,25 +329,34 @@ class SplitData:
         """(n, T) int64: the stored frames each sample's clip takes (`Batch.frames` of the same epoch or
         test clip): `rgb/frames` positions for models with RGB, the kept skeleton frames nearest to the
         interpolated positions (rounded) for skeleton models. What a picture of the clip draws."""
-        randoms = epoch_randoms(len(self.info), self.seed, epoch) if train else None
+        randoms = clip_randoms(len(self.info), self.seed, epoch, self.rule) if train else None
         if self.spec.rgb:
             return self.rgb_frames(randoms, clip, clips)
         num_frames = torch.from_numpy(self.info.num_frames)
-        positions = self.rule.skeleton_positions(num_frames, randoms, self.rule.clip_offsets(clip, clips))
+        positions = self.rule.skeleton_positions(num_frames, randoms, self.rule.clip_offsets(clip, clips),
+                                                 clip, clips)
         return positions.round().long().numpy()
 
     def _epoch(self, epoch: int, train: bool, clip: int, clips: int) -> tuple[_Epoch, np.ndarray | None]:
-        n = len(self.info)
-        randoms = epoch_randoms(n, self.seed, epoch) if train else None
+        n, spec, rule = len(self.info), self.spec, self.rule
+        randoms = clip_randoms(n, self.seed, epoch, rule) if train else None
         frames = self.rgb_frames(randoms, clip, clips) if self.loader is not None else None
-        skeleton = None
-        if frames is not None and self.rgb_table.to_skeleton is not None:
-            kept = self.rgb_table.to_skeleton[np.arange(n)[:, None], frames].astype(np.int64)  # (n, T)
-            skeleton = _to_device(kept, self.device)
-        offsets = self.rule.clip_offsets(clip, clips)
+        skeleton = pose = positions = None
+        rows, table = np.arange(n)[:, None], self.rgb_table
+        if frames is not None and spec.skeleton:
+            skeleton = _to_device(table.to_skeleton[rows, frames].astype(np.int64), self.device)  # (n, T)
+        if frames is not None and spec.heatmaps:  # the heatmaps' own stored frames, then their skeleton's
+            stored = rule.pose_positions(torch.from_numpy(table.stored), randoms, clip, clips).numpy()
+            pose = _to_device(table.to_skeleton[rows, stored].astype(np.int64), self.device)  # (n, T_h)
+        if frames is None and spec.sampling == "uniform":
+            num_frames = torch.from_numpy(self.info.num_frames)
+            positions = _to_device(rule.skeleton_positions(num_frames, randoms, None, clip, clips).numpy(),
+                                   self.device)  # (n, T)
+        offsets = rule.clip_offsets(clip, clips)
         choices = _Epoch(None if randoms is None else _to_device(randoms.numpy(), self.device),
                          None if frames is None else _to_device(frames, self.device), skeleton, clip, clips,
-                         None if offsets is None else _to_device(offsets.numpy(), self.device))
+                         None if offsets is None else _to_device(offsets.numpy(), self.device),
+                         positions, pose)
         return choices, frames
 
     def batches(self, epoch: int, batch_size: int, train: bool, start_step: int = 0, clip: int = 0,
@@ -363,20 +386,34 @@ class SplitData:
         spec, rule, b = self.spec, self.rule, len(pos)
         u = choices.randoms[pos] if choices.randoms is not None else None
         flip = rule.flips(u, b, self.device)
-        skeleton = motion = rgb = None
+        skeleton = motion = rgb = heatmaps = boxes = None
         frames = choices.rgb_frames[pos] if choices.rgb_frames is not None else None
+        positions = choices.positions[pos] if choices.positions is not None else None
         if spec.skeleton:
             packed = self.skeletons
             starts, lengths = packed.starts[pos], packed.lengths[pos]
             if choices.rgb_skeleton is not None:
                 joints = gather_packed(packed.frames, starts, choices.rgb_skeleton[pos])
+            elif spec.sampling == "crop_resize":
+                taps = rule.crop_resize_taps(self.num_frames[pos], u)  # (B, T) x 3
+                joints = interpolate_packed(packed.frames, starts, *taps)
+                frames = rule.skeleton_positions(self.num_frames[pos], u).round().long()
             else:
-                positions = rule.skeleton_positions(self.num_frames[pos], u, choices.offsets)
+                if positions is None:
+                    positions = rule.skeleton_positions(self.num_frames[pos], u, choices.offsets)
                 joints = resample_packed(packed.frames, starts, lengths, positions)
                 frames = positions.round().long()
-            skeleton = mirror_skeleton(to_model_layout(joints), flip, index=self.mirror)
+            skeleton = rule.augment_skeleton(to_model_layout(joints), flip, u, self.mirror, self.parents)
             motion = skeleton_motion(skeleton)
         if clips is not None:
             boxes = rule.boxes(u, b, choices.clip, choices.clips, self.device)
-            rgb = crop_clips(clips, boxes, flip, spec.crop)
-        return Batch(rgb, skeleton, motion, self.labels[pos], pos, frames)
+            rgb = crop_clips(clips, boxes, flip, spec.crop, spec.rgb_norm)
+        if spec.heatmaps:
+            kept = choices.pose_kept[pos] if choices.pose_kept is not None else positions.long()  # (B, T_h)
+            if frames is None:
+                frames = kept
+            xy, tracking = gather_poses(self.poses.xy, self.poses.tracking, self.poses.starts[pos], kept)
+            heatmaps = rule.heatmaps(xy, tracking, flip, u, boxes,
+                                     None if self.video_box is None else self.video_box[pos],
+                                     None if self.video_size is None else self.video_size[pos], self.mirror)
+        return Batch(rgb, skeleton, motion, self.labels[pos], pos, frames, heatmaps)

@@ -40,7 +40,10 @@ from torch import Tensor
 from ntu_pipeline.skeleton.joints import BONES
 from ntu_pipeline.skeleton.normalize import LEFT_SHOULDER, RIGHT_SHOULDER, SPINE_BASE, SPINE_MID
 
-NORMALIZATIONS = ("none", "spine", "spine_axes")
+NORMALIZATIONS = ("none", "spine", "spine_axes", "spine_first")
+RGB_NORMS = ("i3d", "imagenet")  # [-1, 1] (the pytorch-i3d checkpoints), or ImageNet's mean and std
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # PYSKL's img_norm_cfg, RGB order, 0-255 units
+IMAGENET_STD = (58.395, 57.12, 57.375)
 TRAIN_WINDOW = (0.5, 1.0)  # HCN: a random window of 50-100% of the frames kept
 TEST_WINDOW = 0.95  # the centred window at test (CTR-GCN, PYSKL)
 TEST_SEED = 255  # of the multi-clip test's offsets (PYSKL's UniformSampleFrames test seed)
@@ -120,11 +123,27 @@ def align_to_axes(joints: Tensor, present: Tensor) -> Tensor:
     return rotated.view(joints.shape) * present[..., None, None]
 
 
+def center_on_first_spine(joints: Tensor, present: Tensor) -> Tensor:
+    """Subtract one origin per sample, actor 1's spine-middle joint in its first frame, from every present
+    joint: joints (B, T, M, V, 3), present (B, T, M) bool. CTR-GCN's preprocessing (`seq_translation` of
+    its data/ntu/seq_transformation.py: "new origin: joint-2" of actor 1's first non-zero frame, empty
+    slots put back to zero). Samples without actor 1 are returned unchanged."""
+    b = joints.shape[0]
+    actor1 = present[:, :, 0]
+    origin = joints[torch.arange(b, device=joints.device), _first_true(actor1), 0, SPINE_MID]  # (B, 3)
+    origin = origin * actor1.any(dim=1)[:, None]
+    return (joints - origin[:, None, None, None]) * present[..., None, None]
+
+
 def normalize_skeletons(joints: Tensor, how: str) -> Tensor:
-    """Apply normalisation `how` (NORMALIZATIONS) to joints (B, T, M, V, 3)."""
+    """Apply normalisation `how` (NORMALIZATIONS) to joints (B, T, M, V, 3): "spine" centres every frame
+    on actor 1's spine, "spine_axes" also turns it to its body axes, "spine_first" subtracts actor 1's
+    spine in its first frame from the whole sequence (CTR-GCN's preprocessing)."""
     if how == "none":
         return joints
     present = joints.abs().sum(dim=(-1, -2)) > 0  # (B, T, M); faster than ne(0).any() on CPU
+    if how == "spine_first":
+        return center_on_first_spine(joints, present)
     joints = center_on_spine(joints, present)
     return align_to_axes(joints, present) if how == "spine_axes" else joints
 
@@ -166,6 +185,17 @@ def resample_packed(frames: Tensor, starts: Tensor, lengths: Tensor, positions: 
     total = wa + wb
     mixed = (a * wa[..., None, None] + b * wb[..., None, None]) / total.clamp_min(1e-12)[..., None, None]
     return torch.where((total > 0)[..., None, None], mixed, 0.0)
+
+
+def interpolate_packed(frames: Tensor, starts: Tensor, first: Tensor, second: Tensor,
+                       weight: Tensor) -> Tensor:
+    """Packed skeleton frames (F, M, V, C) mixed as (1 - weight) * frame[first] + weight * frame[second]
+    for the samples starting at `starts` (B,), frames first, second (B, T) int64 and weight (B, T) float32
+    -> (B, T, M, V, C) float32. Unmasked, as CTR-GCN's valid_crop_resize interpolates (an actor present in
+    one of the two frames only is mixed with zeros); `ctrgcn_sampling.crop_resize_taps` gives the taps."""
+    a, b = frames[starts[:, None] + first].float(), frames[starts[:, None] + second].float()
+    w = weight[..., None, None, None]  # (B, T, 1, 1, 1)
+    return (1 - w) * a + w * b
 
 
 def gather_packed(frames: Tensor, starts: Tensor, kept: Tensor) -> Tensor:
@@ -258,38 +288,48 @@ def _crop_affine(boxes: Tensor, flip: Tensor, size: int) -> Tensor:
                         torch.stack([zero, h / size, (2 * y0 + h) / size - 1], 1)], dim=1)
 
 
-def crop_clips(clips: Tensor, boxes: Tensor, flip: Tensor, crop: int) -> Tensor:
+def crop_clips(clips: Tensor, boxes: Tensor, flip: Tensor, crop: int, norm: str = "i3d") -> Tensor:
     """uint8 clips (B, T, S, S, 3) -> float32 (B, 3, T, crop, crop) in [-1, 1]: each clip's box
     (B, 4) resized to crop x crop (bilinear), mirrored where `flip` (B,). A centre box of `crop`
-    pixels at scale 1 copies the pixels exactly.
+    pixels at scale 1 copies the pixels exactly. norm (RGB_NORMS): "i3d" scales to [-1, 1],
+    "imagenet" takes IMAGENET_MEAN and divides by IMAGENET_STD per channel (PYSKL's Normalize).
 
     The whole frame is converted to float32 before sampling (0.8 GB at batch 32 of 32 x 256^2): a box
     is up to the whole frame (CROP_AREA, CROP_ASPECT), and a batch cut to its largest box would have to
     read the boxes back from the device, a wait in every step. The conversion is one pass with no
     uint8 copy in between, and the scaling is in place.
     """
-    return _crop_frames(clips.permute(0, 1, 4, 2, 3), boxes, flip, crop)  # (B, T, 3, S, S) view
+    return _crop_frames(clips.permute(0, 1, 4, 2, 3), boxes, flip, crop, norm)  # (B, T, 3, S, S) view
 
 
-def rgb_to_model(rgb: Tensor, boxes: Tensor, flip: Tensor, crop: int) -> Tensor:
+def rgb_to_model(rgb: Tensor, boxes: Tensor, flip: Tensor, crop: int, norm: str = "i3d") -> Tensor:
     """What `NTUDataset` hands over -> what the networks take, equal to `ntu-train`'s batches: uint8
     clips (B, 3, T, S, S) (items' `rgb`, collated), crop boxes (B, 4) float64 (`crop_box`: x0, y0, w, h
     in stored pixels) and flips (B,) bool (`flip`) -> float32 (B, 3, T, crop, crop) in [-1, 1] (what
     the pytorch-i3d checkpoints expect): each box resized to crop x crop (bilinear), then mirrored where
     flipped. Run it on the device, in the training step; the boxes and flips may stay on the host only
-    on the CPU."""
-    return _crop_frames(rgb.permute(0, 2, 1, 3, 4), boxes, flip, crop)  # (B, T, 3, S, S) view
+    on the CPU. norm: "imagenet" for a dataset with rgb_norm="imagenet" (as `crop_clips`)."""
+    return _crop_frames(rgb.permute(0, 2, 1, 3, 4), boxes, flip, crop, norm)  # (B, T, 3, S, S) view
 
 
-def _crop_frames(frames: Tensor, boxes: Tensor, flip: Tensor, crop: int) -> Tensor:
-    """uint8 frames (B, T, 3, S, S) (any strides) -> float32 (B, 3, T, crop, crop) in [-1, 1]."""
+def _crop_frames(frames: Tensor, boxes: Tensor, flip: Tensor, crop: int, norm: str = "i3d") -> Tensor:
+    """uint8 frames (B, T, 3, S, S) (any strides) -> float32 (B, 3, T, crop, crop), scaled by `norm`."""
     b, t, _, s = frames.shape[:4]
     x = frames.to(torch.float32, memory_format=torch.contiguous_format).view(b, t * 3, s, s)  # (B, T*3, S, S)
     grid = F.affine_grid(_crop_affine(boxes, flip, s).float(), [b, t * 3, crop, crop], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                       align_corners=False)  # (B, T*3, crop, crop)
-    x = x.div_(127.5).sub_(1.0)  # in place: no second output-sized tensor
-    return x.view(b, t, 3, crop, crop).transpose(1, 2)  # (B, 3, T, crop, crop)
+    x = x.view(b, t, 3, crop, crop)
+    if norm == "i3d":
+        x = x.div_(127.5).sub_(1.0)  # in place: no second output-sized tensor
+    elif norm == "imagenet":
+        mean, std = torch.empty(2, 3, device=x.device)
+        for c in range(3):  # filled on the device: a tensor made from the host list would be a copy, a wait
+            mean[c], std[c] = IMAGENET_MEAN[c], IMAGENET_STD[c]
+        x = x.sub_(mean.view(3, 1, 1)).div_(std.view(3, 1, 1))
+    else:
+        raise ValueError(f"norm must be one of {RGB_NORMS}, got {norm!r}")
+    return x.transpose(1, 2)  # (B, 3, T, crop, crop)
 
 
 def crop_points(points: Tensor, boxes: Tensor, flip: Tensor, size: int, crop: int) -> Tensor:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.data.motion import skeleton_motion
+from model.networks.dropout import SampleDropout
 from model.networks.fusion import DSFM, MFFM, MMTM
 from model.networks.hcn import HCN, HCNConfig
 from model.networks.i3d import I3D, I3DConfig
@@ -109,7 +110,7 @@ class TwoStreamNet(nn.Module):
         if config.mffm:
             self.skeleton_to_rgb = nn.Linear(high_sk, high_rgb)  # fc7 -> Mixed_5c width, for MFFM
             self.mffm = MFFM(high_rgb)
-            self.fused_dropout = nn.Dropout(config.dropout)
+            self.fused_dropout = SampleDropout(config.dropout)
             self.fused_head = nn.Linear(high_rgb, config.num_classes)
         else:
             self.skeleton_to_rgb = self.mffm = self.fused_dropout = self.fused_head = None

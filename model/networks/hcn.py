@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.data.motion import skeleton_motion
+from model.networks.dropout import SampleDropout
 from model.networks.tiam import TIAM
 
 # Input dtypes the networks accept: float64 fails deep inside the first convolution of a float32 model
@@ -75,7 +76,7 @@ class PointBranch(nn.Module):
         self.conv2 = nn.Conv2d(64, 32, (3, 1), padding=(1, 0))
         self.conv3 = nn.Conv2d(num_joints, 32, 3, padding=1)
         self.conv4 = nn.Conv2d(32, 64, 3, padding=1)
-        self.dropout = nn.Dropout2d(dropout)
+        self.dropout = SampleDropout(dropout, channels=True)  # Dropout2d, a mask per sample
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv2(F.relu(self.conv1(x)))  # (B', 32, T, V)
@@ -108,8 +109,10 @@ class HCN(nn.Module):
         self.conv6 = nn.Conv2d(self.cooccurrence_channels, 256, 3, padding=1)
         self.fc7 = nn.Linear(256 * (config.frames // 16) * 2, self.num_features)
         self.fc8 = nn.Linear(self.num_features, config.num_classes)
-        self.dropout2d = nn.Dropout2d(config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        # one module per use: a SampleDropout's mask is its sample's key, a second call would repeat it
+        self.dropout5 = SampleDropout(config.dropout, channels=True)
+        self.dropout6 = SampleDropout(config.dropout, channels=True)
+        self.dropout = SampleDropout(config.dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -161,11 +164,11 @@ class HCN(nn.Module):
     def cooccurrence_features(self, p: Tensor, m: Tensor) -> Tensor:
         """Concat and conv5: (B*M, 64, T/4, 8) twice -> (B*M, 128, T/8, 4)."""
         x = self.conv5(torch.cat([p, m], dim=1))
-        return F.max_pool2d(self.dropout2d(F.relu(x)), 2)
+        return F.max_pool2d(self.dropout5(F.relu(x)), 2)
 
     def global_features(self, x5: Tensor) -> Tensor:
         """conv6, max over persons, fc7: (B*M, 128, T/8, 4) -> (B, 512)."""
-        x = F.max_pool2d(self.dropout2d(F.relu(self.conv6(x5))), 2)  # (B*M, 256, T/16, 2)
+        x = F.max_pool2d(self.dropout6(F.relu(self.conv6(x5))), 2)  # (B*M, 256, T/16, 2)
         x = x.unflatten(0, (-1, self.config.num_persons)).amax(dim=1)  # (B, 256, T/16, 2)
         return self.dropout(F.relu(self.fc7(x.flatten(1))))  # (B, 512)
 

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.networks.dropout import SampleDropout
+
 # (ours, pytorch-i3d's) endpoint names in network order; the max pools have no parameters.
 ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("conv1a", "Conv3d_1a_7x7"),
@@ -141,6 +143,19 @@ class SamePadMaxPool3d(nn.Module):
         return F.max_pool3d(_same_pad(x, self.kernel, self.stride), self.kernel, self.stride)
 
 
+class BranchPool3d(nn.Module):
+    """Inception's branch-3 max pool: 3 x 3 x 3, stride 1, padding 1 with -inf; (B, C, T, H, W) kept.
+
+    An axis of size 1 is pooled with a window of 1 there: the same values and the same argmax (a -inf
+    pad never wins), so eager gradients are unchanged. Why: torch.compile (inductor, torch 2.13) picks
+    wrong argmax indices for a 3-wide window over a 1-wide axis W, so the gradient of Mixed_5b/5c at
+    32 x 32 crops (1 x 1 maps there) went to the wrong frames (0.28 of the input gradient's norm off)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        kernel = tuple(1 if size == 1 else 3 for size in x.shape[2:])  # static shapes: compiles
+        return F.max_pool3d(x, kernel, stride=1, padding=tuple(k // 2 for k in kernel))
+
+
 class Inception3d(nn.Module):
     """Inflated Inception block: four branches concatenated on channels, (B, C, T, H, W) kept."""
 
@@ -153,7 +168,7 @@ class Inception3d(nn.Module):
         self.branch2_reduce = ConvBN3d(in_channels, b2_reduce)
         self.branch2 = ConvBN3d(b2_reduce, b2, kernel=3)
         # -inf padding equals pytorch-i3d's zero padding here: the input is non-negative.
-        self.branch3_pool = nn.MaxPool3d(3, stride=1, padding=1)
+        self.branch3_pool = BranchPool3d()
         self.branch3 = ConvBN3d(in_channels, b3)
         self.out_channels = b0 + b1 + b2 + b3
 
@@ -220,7 +235,7 @@ class I3D(nn.Module):
             self._channels[name] = channels
         self.endpoints = nn.ModuleDict(blocks)
         self._order = tuple(blocks)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = SampleDropout(config.dropout)
         self.classifier = nn.Linear(self.num_features, config.num_classes)
         for module in self.modules():
             if isinstance(module, nn.BatchNorm3d):

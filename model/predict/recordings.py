@@ -16,6 +16,12 @@ Names: the stages take NTU sample names, so each recording is linked there under
 which prediction ignores). A recording named like an NTU sample (S001C001P001R001A001) shows its true
 class. In folders, a skeleton and a video are one recording when their names agree once `.skeleton`,
 the video extension and an `_rgb` suffix are removed.
+
+What differs from a store's sample is said in the prediction's `notes`, never silently: a skeleton
+longer than the 300 frames a store holds is sampled down to them (`model.predict.sampling`, where the
+stages would refuse it); a video longer than that in a store of every frame keeps its first 300; a
+video whose crop could not be placed around the person (no skeleton given, or none usable) is cropped
+to the centred square of its frames, where the model was trained on person-centred crops.
 """
 
 from __future__ import annotations
@@ -30,17 +36,20 @@ import numpy as np
 import torch
 
 from model.data.split import SplitData, samples_info
-from model.data.transforms import TEST_WINDOW, clip_uniforms, segment_positions, window_positions
 from model.predict.picture import prediction_picture
+from model.predict.sampling import frames_to_keep, sampled_skeleton
 from model.training.checkpoint import check_checkpoint_fits, load_checkpoint
 from model.training.evaluate import evaluation_config, predict, trained_network
-from ntu_pipeline.errors import ConfigError
+from ntu_pipeline.errors import ConfigError, NTUPrepError
 from ntu_pipeline.images import write_image
 from ntu_pipeline.manifests import all_samples, missing_samples
 from ntu_pipeline.sample_id import NAME_PATTERN
+from ntu_pipeline.skeleton.actors import select_actors
+from ntu_pipeline.skeleton.parse import parse_skeleton
+from ntu_pipeline.stages.rgb import skeleton_box
 from ntu_pipeline.stages.rgb_options import RgbOptions
 from ntu_pipeline.stages.runner import ExtractConfig, extract
-from ntu_pipeline.store import open_store, read_strings
+from ntu_pipeline.store import MAX_FRAMES, open_store, read_strings
 from ntu_pipeline.store.splits import usable_samples
 from ntu_pipeline.store.status import Status
 
@@ -60,13 +69,15 @@ class Recording:
 @dataclass(frozen=True)
 class Prediction:
     """What the model says of one recording: `logits` (K,) averaged over the clips, their softmax as
-    `probabilities`, the class names, and the true class where the name is an NTU one."""
+    `probabilities`, the class names, the true class where the name is an NTU one, and `notes`: how its
+    preparation differs from a store's sample (one line each)."""
 
     name: str
     logits: np.ndarray
     class_names: tuple[str, ...]
     true_class: str | None
     picture: Path | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -82,7 +93,8 @@ class Prediction:
 
     def to_json(self) -> dict:
         return {"name": self.name, "top5": [[c, p] for c, p in self.top()],
-                "logits": [float(x) for x in self.logits], "true_class": self.true_class}
+                "logits": [float(x) for x in self.logits], "true_class": self.true_class,
+                "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)
@@ -185,6 +197,61 @@ def _link(folder: Path, files: dict[str, Path], suffix: str, links: dict[Path, P
     return folder
 
 
+@dataclass(frozen=True, eq=False)
+class Sampled:
+    """A skeleton file sampled down to a store's frames: its text, the frames with an actor in the whole
+    file (`kept`, sorted), its frame count, and the note that says so."""
+
+    data: bytes
+    kept: np.ndarray
+    num_frames: int
+    note: str
+
+
+def sample_long_skeleton(path: Path, rgb: bool, rgb_frames: int | None) -> Sampled | None:
+    """The skeleton file at `path` sampled to MAX_FRAMES frames with an actor (`model.predict.sampling`)
+    where it has more, else None (also for a file that does not parse: the stage says what is wrong)."""
+    try:
+        record = parse_skeleton(path)
+        actors = select_actors(record)
+    except (NTUPrepError, OSError):
+        return None
+    if actors.num_frames <= MAX_FRAMES:
+        return None
+    frames, note = frames_to_keep(actors.frame_index, record.num_frames, rgb, rgb_frames)
+    bodies = set(actors.actor_ids[0]) | set(actors.actor_ids[1])
+    return Sampled(sampled_skeleton(path.read_bytes(), frames, bodies), actors.frame_index, record.num_frames,
+                   note)
+
+
+def _sample_notes(group, index: int, rec: Recording, sampled: Sampled | None, config,
+                  every_frame: bool) -> list[str]:
+    """What differs from a store's sample for prepared recording `index` (`rec`): its skeleton sampled,
+    video frames left without their skeleton by it, a long video cut to its first frames in a store of
+    every frame (`every_frame`: the checkpoint's store keeps every frame, up to MAX_FRAMES), a crop not
+    placed around the person."""
+    notes = [sampled.note] if sampled is not None else []
+    held = int(group["rgb/num_source_frames"][index]) if config.uses_rgb else 0
+    if sampled is None and every_frame and held > MAX_FRAMES:
+        notes.append(f"the video has {held} frames, more than the {MAX_FRAMES} a store holds: kept its first "
+                     f"{MAX_FRAMES}, as a store of every frame does")
+    if sampled is not None and config.uses_rgb and config.uses_skeleton:
+        source = group["rgb/frame_index"][index]
+        source = source[source >= 0]
+        prepared = group["skeleton/frame_index"][index][:int(group["samples/num_frames"][index])]
+        lost = int((np.isin(source, sampled.kept) & ~np.isin(source, prepared)).sum())
+        if lost:
+            notes.append(f"{lost} of the {len(source)} video frames kept have no skeleton frame prepared "
+                         f"(the video has {int(group['rgb/num_source_frames'][index])} frames, its skeleton "
+                         f"file {sampled.num_frames}): the model sees no actor there")
+    if config.uses_rgb and skeleton_box(group, index)[0] is None:
+        why = "no skeleton given" if rec.skeleton is None else skeleton_box(group, index)[1]
+        notes.append(f"the video was cropped to the centred square of its frames ({why}), where the model "
+                     "was trained on crops around the person (its skeleton's box)"
+                     + ("; give --skeleton for that crop" if rec.skeleton is None else ""))
+    return notes
+
+
 def predict_recordings(checkpoint: str | Path, recordings: list[Recording], clips: int = 1,
                        device: str | None = None, batch_size: int = 16, workers: int = 0,
                        progress: bool = False, picture: Path | None = None) -> list[Prediction | Failure]:
@@ -196,11 +263,12 @@ def predict_recordings(checkpoint: str | Path, recordings: list[Recording], clip
     path = Path(checkpoint)
     saved = load_checkpoint(path)
     config = evaluation_config(saved, device, workers)
-    stages = (("skeleton",) if config.uses_skeleton else ()) + (("rgb",) if config.uses_rgb else ())
+    stages = config.stages  # heatmaps are drawn from the skeleton file's 2D joints
+    need_rgb, need_skeleton = config.data.clip.needs
     results: dict[str, Prediction | Failure] = {}
     usable = []
     for rec in recordings:
-        needs = (("skeleton", config.uses_skeleton, rec.skeleton), ("video", config.uses_rgb, rec.video))
+        needs = (("skeleton", need_skeleton, rec.skeleton), ("video", need_rgb, rec.video))
         lacking = [what for what, need, given in needs if need and not given]
         if lacking:
             results[rec.name] = Failure(rec.name, f"{saved.model_name} needs the "
@@ -225,6 +293,14 @@ def _predict_prepared(saved, path: Path, config, recordings: list[Recording], st
     videos = _link(tmp / "videos", {n: r.video for n, r in names.items() if r.video and config.uses_rgb},
                    "_rgb.avi", links)
     options = rgb_extract_options(saved.inputs.get("rgb", {}))
+    sampled: dict[str, Sampled] = {}
+    for ntu_name, rec in names.items():
+        long = sample_long_skeleton(rec.skeleton, config.uses_rgb,
+                                    options.get("rgb_frames", RgbOptions().frames)) if rec.skeleton else None
+        if long is not None:  # the file itself in place of the link: the stage reads the sampled frames
+            sampled[ntu_name] = long
+            (skeletons / f"{ntu_name}.skeleton").unlink()
+            (skeletons / f"{ntu_name}.skeleton").write_bytes(long.data)
     extract(ExtractConfig(out=store, skeletons=skeletons, videos=videos, dataset=saved.dataset,
                           progress=progress, **options), say=lambda _: None)
     group = open_store(store)
@@ -240,13 +316,17 @@ def _predict_prepared(saved, path: Path, config, recordings: list[Recording], st
     check_checkpoint_fits(saved, path, None, info.class_names)
     net, runtime = trained_network(saved, path, config)
     data = SplitData(info, config.clip_spec(), runtime.device, config.seed, config.workers)
-    logits, positions = predict(net, data, batch_size, runtime, clips)
+    logits, positions = predict(net, data, batch_size, runtime, clips, average=config.run.test_average,
+                                flip_test=config.run.flip_test)
     seen = first_clip_frames(data, clips) if picture is not None else None
     caption = f"what {saved.model_name} saw: " + (f"clip 1 of {clips}" if clips > 1 else "its clip")
     for row, position in zip(logits.numpy(), positions.tolist(), strict=True):
-        rec = names[order[int(indices[position])]]
+        ntu_name = order[int(indices[position])]
+        rec = names[ntu_name]
+        notes = _sample_notes(group, int(indices[position]), rec, sampled.get(ntu_name), config,
+                              config.uses_rgb and options.get("rgb_frames", RgbOptions().frames) is None)
         result = Prediction(rec.name, row.astype(np.float32), info.class_names,
-                            true_class(rec.name, info.class_names))
+                            true_class(rec.name, info.class_names), notes=tuple(notes))
         if picture is not None:
             out = picture.with_name(f"{picture.stem}_{rec.name}{picture.suffix}") if several else picture
             image = prediction_picture(group, int(indices[position]), seen[position], rec.name, result.top(),
@@ -258,12 +338,6 @@ def _predict_prepared(saved, path: Path, config, recordings: list[Recording], st
 
 
 def first_clip_frames(data: SplitData, clips: int) -> np.ndarray:
-    """(n, T) the positions of each sample's first test clip: stored RGB frames for models with RGB,
-    kept skeleton frames (rounded) for skeleton models."""
-    if data.spec.rgb:
-        return data.rgb_frames(None, 0, clips)
-    n, t = torch.from_numpy(data.info.num_frames), data.spec.frames
-    if clips > 1:
-        return segment_positions(n, t, clip_uniforms(clips, t)[0]).numpy()
-    ratio = torch.full((len(n),), TEST_WINDOW, dtype=torch.float64)
-    return window_positions(n, t, ratio).round().long().numpy()
+    """(n, T) the positions of each sample's first test clip, as the data path takes them (`Batch.frames`):
+    stored RGB frames for models with RGB, kept skeleton frames (rounded) for skeleton models."""
+    return data.clip_frames(0, train=False, clip=0, clips=clips)

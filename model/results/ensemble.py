@@ -7,8 +7,11 @@
 The fused logits are the weighted sum of the sources' logits (weights 1 each by default, not
 normalised: an ensemble of a run with itself has twice its logits and exactly its predictions). The
 sources are aligned by sample name, so runs evaluated in another order still combine; they must hold
-the same samples, the same label for each, and the same classes, or ScoresError says which two differ;
-weights that do not fit the sources (one finite number each) are a ConfigError.
+the same samples, the same label for each, and the same classes, or ScoresError says which two differ.
+Weights are one finite number >= 0 per source, at least one of them > 0 (0 leaves a source out; all
+zero fuses nothing and a negative weight turns a source's vote around): any other is a ConfigError.
+The report's metrics.json records `kind: "ensemble"`, what lets a later `--out` replace it
+(`reports.check_result_folder`); `--out` is never one of the sources.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.results.reports import classification_report, write_evaluation
+from model.results.reports import check_result_folder, classification_report, write_evaluation
 from model.results.scores import Scores, ScoresError, read_scores
 from ntu_pipeline.errors import ConfigError
 
@@ -38,6 +41,11 @@ def ensemble(sources: list[Scores], weights: list[float] | None = None) -> Score
         raise ConfigError(f"{len(weights)} weights for {len(sources)} scores files: give one weight each")
     if not all(math.isfinite(w) for w in weights):
         raise ConfigError(f"weights {weights}: every weight must be a finite number")
+    if any(w < 0 for w in weights):
+        raise ConfigError(f"weights {weights}: every weight must be >= 0 (a negative one turns a source's "
+                          "vote around; 0 leaves it out)")
+    if not any(w > 0 for w in weights):
+        raise ConfigError(f"weights {weights}: at least one weight must be > 0 (all zero fuses nothing)")
     first = sources[0]
     order = {name: i for i, name in enumerate(first.names)}
     total = np.zeros_like(first.logits, dtype=np.float64)
@@ -75,12 +83,21 @@ def ensemble_report(sources: list[str | Path], weights: list[float] | None = Non
     """The classification report of the fused scores of `sources` (run or eval directories, or their
     scores.npz), with model "ensemble", the sources, the weights and the protocol (where the sources'
     metrics.json agree on one); written as out_dir/metrics.json, confusion.png and scores.npz when
-    out_dir is given. ScoresError, in one line, where the sources do not go together."""
+    out_dir is given. ScoresError, in one line, where the sources do not go together; ConfigError where
+    out_dir may not take the result (`check_result_folder`) or is one of the sources."""
+    if out_dir is not None:
+        check_result_folder(Path(out_dir))
+        target = Path(out_dir).resolve()
+        for source in sources:
+            path = Path(source).resolve()
+            if (path.parent if path.is_file() else path) == target:
+                raise ConfigError(f"--out {out_dir} is one of the sources ({source}): the result would "
+                                  "replace what it was fused from; choose another folder")
     read = [read_scores(source) for source in sources]
     fused = ensemble(read, weights)
     report = classification_report(torch.from_numpy(fused.logits), torch.from_numpy(fused.labels),
                                    fused.class_names)
-    report.update({"model": "ensemble", "sources": [str(s) for s in sources],
+    report.update({"kind": "ensemble", "model": "ensemble", "sources": [str(s) for s in sources],
                    "weights": [float(w) for w in weights] if weights is not None else [1.0] * len(read)})
     protocol = _shared_protocol(read)
     if protocol is not None:

@@ -2,12 +2,18 @@
 and an evaluation's files.
 
     report = classification_report(logits, labels, class_names)   # {"top1", "top5", "per_class", ...}
+    check_result_folder(Path("runs/eval"))                        # before the work: ConfigError if not ours
     write_evaluation(Path("run/"), report, scores, title)         # metrics.json, confusion.png, scores.npz
 
 `top1` and `top5` are fractions in [0, 1]; `per_class` maps each class name to its accuracy (None where
 the split has no sample of it) and its sample count. The PNG is drawn with OpenCV: rows are the true
 classes, columns the predicted ones, each row normalised by its sample count. Every file is written
-whole (ntu_pipeline/atomic.py).
+whole (ntu_pipeline/atomic.py), metrics.json last: a folder whose metrics.json has numbers holds them all.
+
+Where `eval --out` and `ensemble --out` may write (`check_result_folder`): a new or empty folder, or one
+that holds nothing but an earlier result of theirs, recognised by the `kind` ("eval" or "ensemble") its
+metrics.json records; never a training run (whose metrics.json, scores.npz and confusion.png are the
+run's own: `summary` and later ensembles read them), a store, or a folder with anything else in it.
 """
 
 from __future__ import annotations
@@ -21,9 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.results.scores import Scores, write_scores
-from ntu_pipeline.atomic import atomic_write_text
+from model.results.scores import SCORES_FILE, Scores, write_scores
+from ntu_pipeline.atomic import PARTIAL_SUFFIX, atomic_write_text, remove_partials
+from ntu_pipeline.errors import ConfigError
 from ntu_pipeline.images import write_image
+from ntu_pipeline.store.schema import is_store
+
+METRICS_FILE, CONFUSION_FILE = "metrics.json", "confusion.png"
+RESULT_FILES = (METRICS_FILE, CONFUSION_FILE, SCORES_FILE)  # what an evaluation writes
+RESULT_KINDS = ("eval", "ensemble")  # metrics.json's "kind" in a folder --out may replace
+RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.jsonl")  # what marks a training run
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
@@ -127,22 +140,73 @@ def _colour_scale(image: np.ndarray, x: int, y: int, length: int = 160) -> None:
 
 def write_report(report: dict, conf: np.ndarray, class_names: list[str] | tuple[str, ...], out_dir: Path,
                  title: str = "") -> tuple[Path, Path]:
-    """Write out_dir/metrics.json and out_dir/confusion.png, each whole; returns their paths."""
+    """Write out_dir/confusion.png, then out_dir/metrics.json, each whole; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics, png = out_dir / "metrics.json", out_dir / "confusion.png"
-    atomic_write_text(metrics, json.dumps(report, indent=1) + "\n")
+    metrics, png = out_dir / METRICS_FILE, out_dir / CONFUSION_FILE
     shown = np.flatnonzero(conf.sum(axis=0) + conf.sum(axis=1))  # classes with a sample or a prediction
     names, numbers = list(class_names), None
     if 0 < len(shown) < len(class_names):  # e.g. a store of a few classes: leave out the empty rest
         conf, names, numbers = conf[np.ix_(shown, shown)], [names[i] for i in shown], (shown + 1).tolist()
     write_image(png, draw_confusion(conf, names, title, numbers))
+    atomic_write_text(metrics, json.dumps(report, indent=1) + "\n")
     return metrics, png
 
 
 def write_evaluation(out_dir: Path, report: dict, scores: Scores, title: str = "") -> None:
-    """An evaluation's files in out_dir: metrics.json (`report`), confusion.png and scores.npz."""
+    """An evaluation's files in out_dir: scores.npz, confusion.png and, last, metrics.json (`report`).
+    A metrics.json already there is first cut to its `kind` alone, so a write killed half-way leaves no
+    numbers beside files they were not computed from (`summary` lists such a folder as unfinished)."""
+    out_dir = Path(out_dir)
+    if (out_dir / METRICS_FILE).is_file():
+        atomic_write_text(out_dir / METRICS_FILE, json.dumps({"kind": report.get("kind")}) + "\n")
     labels = torch.from_numpy(scores.labels)
     conf = confusion_matrix(torch.from_numpy(scores.logits).argmax(1), labels, len(scores.class_names))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_scores(out_dir / SCORES_FILE, scores)
     write_report(report, conf, scores.class_names, out_dir, title)
-    write_scores(Path(out_dir) / "scores.npz", scores)
+
+
+def _result_kind(metrics: Path) -> str | None:
+    try:
+        kind = json.loads(metrics.read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if kind in RESULT_KINDS else None
+
+
+def _ours(name: str) -> bool:
+    """A result file, or the temporary one a killed write of it left (`.<name>.<hex>.partial`)."""
+    return name in RESULT_FILES or (name.endswith(PARTIAL_SUFFIX)
+                                    and any(name.startswith(f".{f}.") for f in RESULT_FILES))
+
+
+def check_result_folder(out: Path) -> None:
+    """ConfigError, one line naming `out` and what is there, unless `out` may take an evaluation's files:
+    it does not exist, is empty, or holds only an earlier eval or ensemble result (RESULT_FILES, its
+    metrics.json of a RESULT_KINDS kind); what a killed write left there is removed. Nothing else is
+    touched."""
+    out = Path(out)
+    if not out.is_dir():
+        if out.exists() or out.is_symlink():
+            raise ConfigError(f"--out {out} is a file, not a folder")
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if is_store(out) or "zarr.json" in entries:
+        what = "an ntu-prep store" if is_store(out) else "a zarr store (zarr.json)"
+        raise ConfigError(f"--out {out} is {what}; write the result into a folder of its own (nothing was "
+                          "changed)")
+    run = [name for name in RUN_FILES if name in entries]
+    if run:
+        raise ConfigError(f"--out {out} holds a training run ({', '.join(run)}): its metrics.json, "
+                          "scores.npz and confusion.png are the run's own; choose another folder, e.g. "
+                          f"{out / 'eval'} (nothing was changed)")
+    others = [name for name in entries if not _ours(name)]
+    if others or _result_kind(out / METRICS_FILE) is None:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "") if others else \
+            f"{METRICS_FILE} of no eval or ensemble"
+        raise ConfigError(f"--out {out} holds files that are not an earlier eval or ensemble result "
+                          f"({shown}); choose a new or empty folder (nothing was changed)")
+    remove_partials(out)

@@ -1,13 +1,16 @@
-"""Finished runs read back: the table `ntu-train summary` prints and the training curves it draws.
+"""Runs read back: the table `ntu-train summary` prints and the training curves it draws.
 
-    runs = [read_run(Path("runs/hcn")), read_run(Path("runs/ccdfarm"))]
+    runs = [read_run(Path("runs/hcn"), lock=".ntu-train-lock"), read_run(Path("runs/ccdfarm"))]
     for line in format_table(runs): print(line)
     plot_curves(runs, Path("curves.png"))     # train and test loss and top-1 per epoch, one colour a run
 
 A finished run directory holds config.json, metrics.jsonl (one line per epoch) and metrics.json (the
 final evaluation); an eval or ensemble directory holds metrics.json alone and is listed without curves.
-The figure is drawn with OpenCV (matplotlib is not a dependency): two panels, loss and top-1 against
-the epoch, train dashed with hollow markers and test solid with filled ones, a legend of the runs.
+A run without its final metrics.json is unfinished: listed with its state ("running (pid 12), epoch 4/20"
+while a fit holds its lock, else "stopped after epoch 3/20"), no numbers, and its curves so far; a
+result whose write was cut short is "unfinished" too. Only files that exist are listed. The figure is
+drawn with OpenCV (see the README's Dependencies for why not matplotlib): two panels, loss and top-1
+against the epoch, train dashed with hollow markers and test solid with filled ones, a legend of the runs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 
 from ntu_pipeline.errors import TrainingError
 from ntu_pipeline.images import write_image
+from ntu_pipeline.store.lock import holder
 
 # BGR, distinguishable and readable on white (Tableau's first colours)
 COLOURS = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
@@ -30,45 +34,99 @@ PANEL_W, PANEL_H, MARGIN = 560, 380, 60
 
 @dataclass(frozen=True)
 class RunSummary:
+    """One row: `top1`/`top5` None and `state` said ("running ...", "stopped ...") while unfinished;
+    `confusion` the confusion.png where it exists."""
+
     run: Path
     model: str
     protocol: str
     epochs: int
-    top1: float
-    top5: float
+    top1: float | None
+    top5: float | None
     clips: int
     history: tuple[dict, ...]  # metrics.jsonl's lines, () for an eval or ensemble directory
+    state: str = ""  # "" when finished
+    confusion: Path | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.top1 is not None
 
 
-def read_run(run: Path) -> RunSummary:
-    """A run (or eval/ensemble) directory's summary; TrainingError in one line for any other folder."""
+def _setting(config: dict, part: str, name: str, default=None):
+    """A run's setting from its config.json: in its part (`TrainConfig.to_dict`: data, network, recipe,
+    run), or flat as runs wrote it before the parts (ntu-train/2)."""
+    if isinstance(config.get("network"), dict):
+        return dict(config.get(part) or {}).get(name, default)
+    return config.get(name, default)
+
+
+def run_model(config: dict, report: dict) -> str:
+    """What a run trained: its model, with its input stream where the model takes one of several
+    (ctrgcn's four runs: "ctrgcn/bone"), from config.json (else the report's)."""
+    model = str(_setting(config, "network", "model", report.get("model", "?")))
+    stream = dict(_setting(config, "data", "clip", None) or {}).get("stream") or report.get("stream")
+    return f"{model}/{stream}" if model == "ctrgcn" and stream else model
+
+
+def _unfinished_state(run: Path, config: dict, history: tuple[dict, ...], lock: str | None) -> str:
+    """What an unfinished run is doing: "running (pid N), epoch E/T" while a fit holds its lock, else
+    "stopped after epoch E/T ..."; an eval or ensemble cut short (no config.json) is "unfinished"."""
+    if not config:
+        return "unfinished (its write was cut short: run it again)"
+    done, total = len(history), int(_setting(config, "recipe", "epochs", 0) or 0)
+    held = holder(run / lock) if lock else None
+    if held:
+        where = f"epoch {done + 1}/{total}" if done < total else "final evaluation"
+        return f"running (pid {held.split()[0]}), {where}"
+    where = f"after epoch {done}/{total}" if done < total else "before its final evaluation"
+    return f"stopped {where} (fit --resume continues it)"
+
+
+def read_run(run: Path, lock: str | None = None) -> RunSummary:
+    """A run (or eval/ensemble) directory's summary, finished or not (`lock`: the name of fit's lock file
+    in a run directory, to tell a running run from a stopped one); TrainingError in one line for a
+    folder that is neither."""
     run = Path(run)
-    metrics = run / "metrics.json"
-    if not metrics.is_file():
-        raise TrainingError(f"{run}: no metrics.json (not a finished run, eval or ensemble)")
+    metrics, config_file, log = run / "metrics.json", run / "config.json", run / "metrics.jsonl"
+    if not metrics.is_file() and not config_file.is_file():
+        raise TrainingError(f"{run}: no metrics.json or config.json (not a run, eval or ensemble)")
     try:
-        report = json.loads(metrics.read_text())
-        config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-        log = run / "metrics.jsonl"
+        report = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         history = tuple(json.loads(line) for line in log.read_text().splitlines() if line.strip()) \
             if log.is_file() else ()
     except (OSError, ValueError) as err:
         raise TrainingError(f"{run}: unreadable run files ({err})") from err
-    return RunSummary(run, str(config.get("model", report.get("model", "?"))),
-                      str(config.get("protocol", report.get("protocol", "?"))),
-                      int(config.get("epochs", report.get("epoch", 0)) or 0), float(report["top1"]),
-                      float(report["top5"]), int(report.get("clips", 1)), history)
+    if not isinstance(report, dict) or not isinstance(config, dict):
+        raise TrainingError(f"{run}: unreadable run files (metrics.json or config.json is not an object)")
+    finished = isinstance(report.get("top1"), (int, float))
+    confusion = run / "confusion.png"
+    return RunSummary(run, run_model(config, report),
+                      str(_setting(config, "data", "protocol", report.get("protocol", "?"))),
+                      int(_setting(config, "recipe", "epochs", report.get("epoch", 0)) or 0),
+                      float(report["top1"]) if finished else None,
+                      float(report["top5"]) if finished else None,
+                      int(report.get("clips", _setting(config, "run", "test_clips", 1)) or 1), history,
+                      "" if finished else _unfinished_state(run, config, history, lock),
+                      confusion if confusion.is_file() else None)
 
 
 def format_table(runs: list[RunSummary]) -> list[str]:
-    """A header and one line per run: run, model, protocol, epochs, clips, top-1, top-5, its confusion.png."""
+    """A header and one line per run: run, model, protocol, epochs, clips, top-1, top-5, and its
+    confusion.png (where it exists) or, unfinished, its state."""
     w = max([len(str(r.run)) for r in runs] + [3])
-    lines = [f"{'run':{w}s} {'model':10s} {'protocol':8s} {'epochs':>6s} {'clips':>5s} {'top1':>7s} "
-             f"{'top5':>7s}  confusion"]
+    m = max([len(r.model) for r in runs] + [10])  # ctrgcn's streams are longer: "ctrgcn/joint_motion"
+    lines = [f"{'run':{w}s} {'model':{m}s} {'protocol':8s} {'epochs':>7s} {'clips':>5s} {'top1':>7s} "
+             f"{'top5':>7s}  confusion / state"]
     for r in runs:
         epochs = str(r.epochs) if r.epochs else "-"  # an ensemble was not trained
-        lines.append(f"{str(r.run):{w}s} {r.model:10s} {r.protocol:8s} {epochs:>6s} {r.clips:5d} "
-                     f"{r.top1:7.4f} {r.top5:7.4f}  {r.run / 'confusion.png'}")
+        if r.finished:
+            top, last = f"{r.top1:7.4f} {r.top5:7.4f}", str(r.confusion or "-")
+        else:
+            top, last = f"{'-':>7s} {'-':>7s}", r.state
+        lines.append(f"{str(r.run):{w}s} {r.model:{m}s} {r.protocol:8s} {epochs:>7s} {r.clips:5d} {top}  "
+                     f"{last}")
     return lines
 
 
@@ -158,6 +216,7 @@ def plot_curves(runs: list[RunSummary], path: Path) -> None:
         y = 24 * (i + 2)
         colour = COLOURS[i % len(COLOURS)]
         cv2.line(legend, (MARGIN, y - 5), (MARGIN + 30, y - 5), colour, 3)
-        cv2.putText(legend, f"{r.run} ({r.model}, test top-1 {r.top1:.3f})", (MARGIN + 40, y), font, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        said = f"test top-1 {r.top1:.3f}" if r.finished else r.state
+        cv2.putText(legend, f"{r.run} ({r.model}, {said})", (MARGIN + 40, y), font, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     write_image(Path(path), np.vstack([panels, legend]))

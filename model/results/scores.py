@@ -4,8 +4,9 @@
     scores = read_scores("runs/hcn")              # a scores.npz, or a run/eval directory holding one
     np.load("runs/hcn/scores.npz")["logits"]      # plain numpy reads it: name, label, logits, class_names
 
-scores.npz: `name` (N,) the sample names, `label` (N,) int64, `logits` (N, K) float32 (the clips'
-logits averaged, in split order), `class_names` (K,).
+scores.npz: `name` (N,) the sample names, `label` (N,) int64 in [0, K), `logits` (N, K) float32 (the
+clips' logits averaged, in split order), `class_names` (K,). A file that breaks any of this is a
+ScoresError (ntu_pipeline/errors.py, re-exported here) naming it.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ntu_pipeline.atomic import atomic_write_bytes
-from ntu_pipeline.errors import TrainingError
+from ntu_pipeline.errors import ScoresError
+
+__all__ = ["KEYS", "SCORES_FILE", "Scores", "ScoresError", "read_scores", "write_scores"]
 
 SCORES_FILE = "scores.npz"
 KEYS = ("name", "label", "logits", "class_names")
-
-
-class ScoresError(TrainingError):
-    """A scores file that is missing, malformed, or does not go with another one."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +52,8 @@ def write_scores(path: Path, scores: Scores) -> None:
 
 def read_scores(path: str | Path) -> Scores:
     """The scores of a scores.npz, or of the one in a run or eval directory; ScoresError, naming the file
-    and what is wrong, for a missing file, a missing key, shapes that disagree or non-finite logits."""
+    and what is wrong, for a missing file, a missing key, shapes that disagree, a label that is not one
+    of its classes or non-finite logits."""
     path = Path(path)
     if path.is_dir():
         path = path / SCORES_FILE
@@ -69,12 +69,21 @@ def read_scores(path: str | Path) -> Scores:
                 raise ScoresError(f"{path}: not a scores file (no {', '.join(missing)})")
             names, labels, logits = data["name"], data["label"], data["logits"]
             class_names = tuple(str(c) for c in data["class_names"])
+    except ScoresError:
+        raise
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise ScoresError(f"{path}: not a readable scores file ({err})") from err
     n = len(names)
     if labels.shape != (n,) or logits.ndim != 2 or logits.shape != (n, len(class_names)):
         raise ScoresError(f"{path}: shapes disagree: name {names.shape}, label {labels.shape}, logits "
                           f"{logits.shape}, class_names ({len(class_names)},)")
+    if labels.dtype.kind not in "iu":
+        raise ScoresError(f"{path}: labels of dtype {labels.dtype}, not integers")
+    outside = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
+    if len(outside):
+        raise ScoresError(f"{path}: label {labels[outside[0]]} of {names[outside[0]]} is not one of its "
+                          f"{len(class_names)} classes (labels are 0..{len(class_names) - 1}; "
+                          f"{len(outside)} such)")
     if not np.isfinite(logits).all():
         raise ScoresError(f"{path}: {int((~np.isfinite(logits)).sum())} logits are not finite")
     return Scores(names.astype(str), labels.astype(np.int64), logits.astype(np.float32), class_names,

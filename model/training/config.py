@@ -1,20 +1,34 @@
-"""`TrainConfig`: one `ntu-train fit` run, what it saves as config.json and checkpoints carry; and the
-default recipe of each model family.
+"""One `ntu-train fit` run's settings in four small frozen parts, and the default recipe of each family.
 
-    config = TrainConfig(store="ntu60.zarr", protocol="xsub", model="ccdfarm", out="runs/ccdfarm")
-    config.recipe             # "ccdfarm": the CC-DFARM paper's (every recipe field left None came from it)
-    config.base_lr()          # lr scaled to the global batch
-    config.model_options()    # what `model.build` gets
+    config = TrainConfig.from_options(store="ntu60.zarr", protocol="xsub", model="ccdfarm", out="runs/x")
+    config.data      # DataConfig: the store, the protocol, each clip (`ClipSpec`: frames, crop, flip, ...)
+    config.network   # NetworkConfig: the model, dropout, bn_momentum, bf16, sync_bn, where it starts from
+    config.recipe    # Recipe: the optimisation (every field left None came from the model family's)
+    config.run       # RunConfig: how it executes: out, device, workers, compile, checkpoints, progress
+    config.seed      # data order, augmentation, dropout and the initial weights
+    config.to_dict() # what config.json and the checkpoints hold, one section per part
+
+`from_options` takes the flat names: the `fit` options, and the keys of a config.json written before the
+parts (format ntu-train/2), which `from_dict` reads too. `FIELDS` says where each name lives. The flat
+names also read through (`config.epochs` is `config.recipe.epochs`): what code not yet moved to the parts
+reads (`epoch.py`, `model.predict`).
 
 Recipes (every option still overrides its field; `describe_recipe` is what a run prints first):
-- hcn, the HCN paper's (Li et al. 2018): Adam, lr 0.001 at batch 64 (0.0005 at the reference batch
+- for hcn, the HCN paper's (Li et al. 2018): Adam, lr 0.001 at batch 64 (0.0005 at the reference batch
   of 32), weight decay 1e-4, the rate times 0.99 every epoch, no warm-up; 400 epochs, as the public
   PyTorch reproduction of HCN trains NTU (the paper gives no count).
-- i3d and every fused model, the CC-DFARM paper's: SGD momentum 0.9, lr 0.1 at batch 32, cosine
+- for i3d and every fused model, the CC-DFARM paper's: SGD momentum 0.9, lr 0.1 at batch 32, cosine
   annealing, 50 epochs; weight decay 5e-4 and 5 warm-up epochs as PYSKL/CTR-GCN (the paper says
   neither); pretrained I3D parameters at 0.1 x lr.
-Validated when built; the fields in RUNTIME_FIELDS say only how a run executes, so a resumed run may
-change them and nothing else.
+- for the reference models, their released configs (`RECIPES`), lr rescaled to the batch of 32 and each
+  one's global batch the default: posec3d (PYSKL joint.py) SGD 0.4 at 256, weight decay 3e-4, cosine,
+  gradient clip 40, 240 epochs (its 24 epochs of a 10x-repeated train set); slowonly (PYSKL
+  rgb_only.py) SGD 0.15 at 96, weight decay 1e-4, cosine, clip 40, 180 epochs (18 x 10); rgbpose (PYSKL
+  rgbpose_conv3d.py) SGD 0.0075 at 48, weight decay 1e-4, x0.1 at epochs 12 and 16 of 20, clip 40,
+  started from a posec3d and a slowonly run (--init-from both); ctrgcn (CTR-GCN default.yaml) SGD
+  Nesterov 0.1 at 64, weight decay 4e-4, 5 warm-up epochs, x0.1 at epochs 35 and 55 of 65, no clip.
+Each part is validated when built, the combination by TrainConfig. A resumed run must have every part
+as it was but `run` (how it executes) and `recipe.epochs` (more epochs continue a run: `model.training.fit`).
 """
 
 from __future__ import annotations
@@ -22,52 +36,26 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 import torch
 
-from model.data.split import ClipSpec
-from model.networks.build import MODEL_NAMES, network_spec
+from model.data.clip_recipes import reference_clip
+from model.data.clip_spec import ClipSpec
+from model.networks.build import INPUTS, MODEL_NAMES, NetworkSpec, network_spec
+from model.networks.rgbpose import SPATIAL_RATIO, SPEED_RATIO
 from ntu_pipeline.errors import ConfigError
+from ntu_pipeline.store import MAX_FRAMES
 
 REFERENCE_BATCH = 32  # the batch size at which `lr` applies (linear scaling)
+MAX_SEED = 2**63 - 1  # torch.manual_seed's and numpy's seeds both take it
 Optimizer = Literal["sgd", "adam"]
-Schedule = Literal["cosine", "exp"]
+Schedule = Literal["cosine", "exp", "step"]
 OPTIMIZERS, SCHEDULES = get_args(Optimizer), get_args(Schedule)
-# Fields that only say how a run is executed: a resumed run may change them.
-RUNTIME_FIELDS = ("out", "device", "workers", "compile", "checkpoint_every", "progress", "test_clips")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A model family's default training recipe (see the module docstring)."""
-
-    source: str
-    epochs: int
-    batch_size: int
-    lr: float  # at REFERENCE_BATCH
-    optimizer: Optimizer
-    momentum: float
-    weight_decay: float
-    warmup_epochs: float
-    schedule: Schedule
-    lr_decay: float  # per epoch, for the "exp" schedule
-    clip_norm: float
-
-
-RECIPES = {
-    "hcn": Recipe("the HCN paper (Li et al. 2018)", epochs=400, batch_size=64, lr=0.0005, optimizer="adam",
-                  momentum=0.9, weight_decay=1e-4, warmup_epochs=0.0, schedule="exp", lr_decay=0.99,
-                  clip_norm=40.0),
-    "ccdfarm": Recipe("the CC-DFARM paper", epochs=50, batch_size=32, lr=0.1, optimizer="sgd", momentum=0.9,
-                      weight_decay=5e-4, warmup_epochs=5.0, schedule="cosine", lr_decay=1.0, clip_norm=40.0),
-}
-RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "source")
-
-
-def recipe_name(model: str) -> str:
-    """The recipe a model trains with by default: its own where RECIPES has one (hcn), else CC-DFARM's."""
-    return model if model in RECIPES else "ccdfarm"
+# "meta" is for the library alone: the CUDA paths' tests run a whole epoch there (no data, no arithmetic);
+# `ntu-train fit --device` refuses it.
+DEVICES = ("cpu", "cuda", "meta")
 
 
 def default_device() -> str:
@@ -78,131 +66,411 @@ def default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. store, protocol: the data; model: a name of model.MODEL_NAMES; out: the run
-    directory. Recipe (None: the model family's, `RECIPES`): epochs, batch_size (global, over all
-    processes), lr (at batch 32, scaled by batch_size / 32), optimizer ("sgd" with `momentum`, or
-    "adam"), weight_decay, warmup_epochs (linear from 0), schedule ("cosine" to 0, or "exp": lr times
-    lr_decay each epoch), clip_norm (0: off). seed. Model and clip: frames T (a multiple of 16 for
-    models with HCN), crop (RGB side, from the stored S x S frames), flip (probability), normalize
-    (skeletons: none | spine | spine_axes), dropout and bn_momentum (I3D's BatchNorm; None: the
-    model's defaults), i3d_checkpoint (a pytorch-i3d file) and pretrained_lr (its parameters' lr
-    factor), init_from (hcn/i3d runs to start streams from). Execution: device, workers (RGB
-    DataLoader processes), bf16 (autocast, CUDA only), compile, sync_bn (DDP), half_skeletons (float16
-    resident skeletons), checkpoint_every (steps; 0: per epoch), progress (the bar), test_clips (clips
-    per test sample of the final evaluation)."""
+# --- the optimisation ---------------------------------------------------------------------------------
 
-    store: str
-    protocol: str
-    model: str
-    out: str
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: Optimizer | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    warmup_epochs: float | None = None
-    schedule: Schedule | None = None
-    lr_decay: float | None = None
-    clip_norm: float | None = None
-    seed: int = 0
-    frames: int = 32
-    crop: int = 224
-    flip: float = 0.5
-    normalize: str = "spine_axes"
-    dropout: float | None = None
-    bn_momentum: float | None = None
-    i3d_checkpoint: str | None = None
+@dataclass(frozen=True)
+class Recipe:
+    """How a run optimises: epochs, batch_size (global, over all processes), lr (at REFERENCE_BATCH,
+    scaled by batch_size / 32), optimizer ("sgd" with `momentum`, or "adam"), weight_decay,
+    warmup_epochs (linear from 0), schedule ("cosine" to 0; "exp": lr times lr_decay each epoch; "step":
+    lr times lr_decay at each of `milestones`, epochs counted from the start), nesterov (SGD's Nesterov
+    momentum), clip_norm (0: off), pretrained_lr (the lr factor of --i3d-checkpoint's parameters).
+    `name`: the default it started from (a key of RECIPES). milestones and nesterov have defaults so
+    that a config.json written before them reads as it ran."""
+
+    name: str
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: Optimizer
+    momentum: float
+    weight_decay: float
+    warmup_epochs: float
+    schedule: Schedule
+    lr_decay: float  # per epoch ("exp"), per milestone ("step")
+    clip_norm: float
     pretrained_lr: float = 0.1
-    init_from: tuple[str, ...] = ()
-    device: str = dataclasses.field(default_factory=default_device)
-    workers: int = dataclasses.field(default_factory=default_workers)
-    bf16: bool = True
-    compile: bool = False
-    sync_bn: bool = False
-    half_skeletons: bool = False
-    checkpoint_every: int = 0
-    progress: bool = True
-    test_clips: int = 1
-    recipe: str = ""  # filled in: the recipe the None fields came from
+    milestones: tuple[int, ...] = ()  # epochs at which the "step" schedule multiplies by lr_decay
+    nesterov: bool = False
 
     def __post_init__(self):
-        if self.model not in MODEL_NAMES:
-            raise ConfigError(f"unknown model {self.model!r}; known models: {', '.join(MODEL_NAMES)}")
-        recipe = RECIPES[recipe_name(self.model)]
-        for name in RECIPE_FIELDS:
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, getattr(recipe, name))
-        object.__setattr__(self, "recipe", recipe_name(self.model))
-        object.__setattr__(self, "init_from", tuple(self.init_from))  # a list after a JSON round trip
-        self._validate()
-
-    def _validate(self) -> None:
+        object.__setattr__(self, "milestones", tuple(self.milestones))  # a list after a JSON round trip
+        if self.name not in RECIPE_ORIGINS:
+            raise ConfigError(f"unknown recipe {self.name!r}; known: {', '.join(RECIPE_ORIGINS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "test_clips"):
+        for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "pretrained_lr", "lr_decay"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("momentum", "weight_decay", "warmup_epochs", "clip_norm", "workers", "checkpoint_every"):
+        for name in ("momentum", "weight_decay", "warmup_epochs", "clip_norm"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        multiple = self.network.frames_multiple
-        if self.frames < 1 or self.frames % multiple:
-            raise ConfigError(f"frames must be a positive multiple of {multiple} for {self.model}, got "
-                              f"{self.frames}")
-        if self.i3d_checkpoint is not None and not self.uses_rgb:
-            raise ConfigError(f"--i3d-checkpoint needs a model with an RGB stream; {self.model} has none")
-        if self.sync_bn and not self.device.startswith("cuda"):
-            raise ConfigError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
-        ClipSpec(frames=self.frames, crop=self.crop, flip=self.flip, normalize=self.normalize)
-
-    @property
-    def network(self):
-        """The network's entry in `model.networks.build.NETWORKS`: what it takes, its options."""
-        return network_spec(self.model)
-
-    @property
-    def uses_rgb(self) -> bool:
-        return self.network.takes("rgb")
-
-    @property
-    def uses_skeleton(self) -> bool:
-        return self.network.takes("skeleton")
-
-    def clip_spec(self) -> ClipSpec:
-        return ClipSpec(frames=self.frames, skeleton=self.uses_skeleton, rgb=self.uses_rgb, crop=self.crop,
-                        flip=self.flip, normalize=self.normalize, half=self.half_skeletons)
-
-    def model_options(self) -> dict:
-        given = {"frames": self.frames, "dropout": self.dropout, "bn_momentum": self.bn_momentum}
-        return {name: value for name, value in given.items()
-                if value is not None and name in self.network.options}
+        milestones = self.milestones
+        if self.schedule == "step" and (not milestones or min(milestones) < 1
+                                        or list(milestones) != sorted(set(milestones))):
+            raise ConfigError(f"the step schedule needs milestones: increasing epochs >= 1 (--milestones "
+                              f"35,55), got {list(milestones)}")
+        if self.schedule != "step" and milestones:
+            raise ConfigError(f"milestones are the step schedule's; the {self.schedule} schedule has none")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ConfigError("nesterov needs SGD with momentum > 0")
 
     def base_lr(self) -> float:
+        """lr scaled to the global batch."""
         return self.lr * self.batch_size / REFERENCE_BATCH
 
-    def for_evaluation(self, device: str, workers: int) -> TrainConfig:
-        """The same model and clips, executed elsewhere: on `device` (a CPU too: SyncBatchNorm, a
-        training-only setting, is dropped) with `workers`, not compiled."""
-        return dataclasses.replace(self, device=device, workers=workers, sync_bn=False, compile=False)
+    def changed(self) -> list[str]:
+        """The fields that differ from the default it started from."""
+        default = RECIPES[self.name]
+        return [name for name in FAMILY_FIELDS if getattr(self, name) != getattr(default, name)]
 
-    def describe_recipe(self) -> str:
-        """One line: what the run trains with, and where the defaults came from."""
-        recipe = RECIPES[self.recipe]
-        changed = [name for name in RECIPE_FIELDS if getattr(self, name) != getattr(recipe, name)]
-        schedule = ("cosine annealing" if self.schedule == "cosine" else f"x{self.lr_decay:g} per epoch")
-        optimizer = (f"SGD momentum {self.momentum:g}" if self.optimizer == "sgd" else "Adam")
-        return (f"recipe {self.recipe} ({recipe.source}): {optimizer}, lr {self.base_lr():.4g} at batch "
+    def describe(self, model: str | None = None) -> str:
+        """One line: what the run (of `model`) trains with, and where the defaults came from."""
+        family, source = RECIPE_ORIGINS[self.name]
+        if model is not None and model not in RECIPE_MODELS[self.name]:  # a reference model: none here
+            source += f"; {model} has no recipe of its own here"
+        changed = self.changed()
+        milestones = ", ".join(map(str, self.milestones))
+        schedule = {"cosine": "cosine annealing", "exp": f"x{self.lr_decay:g} per epoch",
+                    "step": f"x{self.lr_decay:g} at epochs {milestones}"}[self.schedule]
+        optimizer = (f"SGD momentum {self.momentum:g}" + (" Nesterov" if self.nesterov else "")
+                     if self.optimizer == "sgd" else "Adam")
+        return (f"recipe for {family} ({source}): {optimizer}, lr {self.base_lr():.4g} at batch "
                 f"{self.batch_size} ({self.lr:g} at {REFERENCE_BATCH}), weight decay {self.weight_decay:g}, "
                 f"{self.warmup_epochs:g} warm-up epochs, {schedule}, {self.epochs} epochs, gradient norm "
                 f"clip {self.clip_norm:g}" + (f"; changed: {', '.join(changed)}" if changed else ""))
 
+
+# name: (the models it is for, where it comes from)
+RECIPE_ORIGINS = {
+    "hcn": ("hcn", "the HCN paper (Li et al. 2018)"),
+    "ccdfarm": ("i3d and the fused models", "the CC-DFARM paper"),
+    "posec3d": ("posec3d", "PYSKL configs/posec3d/slowonly_r50_ntu60_xsub/joint.py: 0.4 at batch 256; its "
+                "24 epochs of a 10x RepeatDataset are 240 passes here"),
+    "slowonly": ("slowonly", "PYSKL configs/rgbpose_conv3d/rgb_only.py: 0.15 at batch 96; its 18 epochs of "
+                 "a 10x RepeatDataset are 180 passes here"),
+    "rgbpose": ("rgbpose", "PYSKL configs/rgbpose_conv3d/rgbpose_conv3d.py: 0.0075 at batch 48, started "
+                "from a posec3d and a slowonly run (--init-from)"),
+    "ctrgcn": ("ctrgcn", "CTR-GCN config/nturgbd-cross-subject/default.yaml: 0.1 at batch 64"),
+}
+RECIPES = {
+    "hcn": Recipe("hcn", epochs=400, batch_size=64, lr=0.0005, optimizer="adam", momentum=0.9,
+                  weight_decay=1e-4, warmup_epochs=0.0, schedule="exp", lr_decay=0.99, clip_norm=40.0),
+    "ccdfarm": Recipe("ccdfarm", epochs=50, batch_size=32, lr=0.1, optimizer="sgd", momentum=0.9,
+                      weight_decay=5e-4, warmup_epochs=5.0, schedule="cosine", lr_decay=1.0, clip_norm=40.0),
+    # PYSKL's lr is the whole batch's (8 GPUs x videos_per_gpu); here lr is at REFERENCE_BATCH (x 32/256).
+    # Its cosine is per iteration (by_epoch=False), as here; its RepeatDataset(times=10) epochs are 10
+    # passes over the train split each, and an epoch here is one pass, hence 10 x its total_epochs.
+    "posec3d": Recipe("posec3d", epochs=240, batch_size=256, lr=0.4 * REFERENCE_BATCH / 256, optimizer="sgd",
+                      momentum=0.9, weight_decay=3e-4, warmup_epochs=0.0, schedule="cosine", lr_decay=1.0,
+                      clip_norm=40.0),
+    "slowonly": Recipe("slowonly", epochs=180, batch_size=96, lr=0.15 * REFERENCE_BATCH / 96, optimizer="sgd",
+                       momentum=0.9, weight_decay=1e-4, warmup_epochs=0.0, schedule="cosine", lr_decay=1.0,
+                       clip_norm=40.0),
+    # no RepeatDataset: its 20 epochs are 20 passes; mmcv's step policy counts epochs (by_epoch)
+    "rgbpose": Recipe("rgbpose", epochs=20, batch_size=48, lr=0.0075 * REFERENCE_BATCH / 48, optimizer="sgd",
+                      momentum=0.9, weight_decay=1e-4, warmup_epochs=0.0, schedule="step", lr_decay=0.1,
+                      clip_norm=40.0, milestones=(12, 16)),
+    # CTR-GCN warms up per epoch (lr x (epoch + 1) / 5), here per step; it clips no gradient
+    "ctrgcn": Recipe("ctrgcn", epochs=65, batch_size=64, lr=0.1 * REFERENCE_BATCH / 64, optimizer="sgd",
+                     momentum=0.9, weight_decay=4e-4, warmup_epochs=5.0, schedule="step", lr_decay=0.1,
+                     clip_norm=0.0, milestones=(35, 55), nesterov=True),
+}
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "name")
+# what a family's default sets (RECIPES): every field but the name and the pretrained parameters' factor
+FAMILY_FIELDS = tuple(name for name in RECIPE_FIELDS if name != "pretrained_lr")
+
+
+# The models each recipe is for (the README's table); any other model takes CC-DFARM's, saying so.
+RECIPE_MODELS = {"hcn": ("hcn",), "ccdfarm": ("i3d", "mmtm", "dsfm", "dsfm_mffm", "tiam_dsfm", "ccdfarm",
+                                              "dsfm1_only", "dsfm2_only"),
+                 **{name: (name,) for name in ("posec3d", "slowonly", "rgbpose", "ctrgcn")}}
+
+
+def recipe_name(model: str) -> str:
+    """The recipe a model trains with by default: the one for it (RECIPE_MODELS), else CC-DFARM's."""
+    return next((name for name, models in RECIPE_MODELS.items() if model in models), "ccdfarm")
+
+
+def recipe_for(model: str, **changes) -> Recipe:
+    """The default recipe of `model`'s family with `changes` (Recipe fields; None: the default's). A
+    schedule other than "step" given without milestones drops the default's (CTR-GCN's with cosine)."""
+    changes = {name: value for name, value in changes.items() if value is not None}
+    if changes.get("schedule", "step") != "step" and "milestones" not in changes:
+        changes["milestones"] = ()
+    return dataclasses.replace(RECIPES[recipe_name(model)], **changes)
+
+
+# --- the data, the network, the execution ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a run reads: `store`, the split of `protocol`, and each clip as the network takes it."""
+
+    store: str
+    protocol: str
+    clip: ClipSpec
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The network and how it computes: model (a name of model.MODEL_NAMES), dropout and bn_momentum
+    (None: the model's defaults; ignored by a model without them), bf16 (autocast; CUDA only:
+    TrainConfig records False elsewhere), sync_bn (SyncBatchNorm under DDP), i3d_checkpoint (a
+    pytorch-i3d file to start I3D from), init_from (hcn/i3d runs to start streams from; a posec3d and a
+    slowonly run for rgbpose's pathways). Its frames are the clip's (DataConfig)."""
+
+    model: str
+    dropout: float | None = None
+    bn_momentum: float | None = None
+    bf16: bool = True
+    sync_bn: bool = False
+    i3d_checkpoint: str | None = None
+    init_from: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.model not in MODEL_NAMES:
+            raise ConfigError(f"unknown model {self.model!r}; known models: {', '.join(MODEL_NAMES)}")
+        object.__setattr__(self, "init_from", tuple(self.init_from))  # a list after a JSON round trip
+        files = [Path(path).resolve() for path in self.init_from]
+        twice = next((path for path, file in zip(self.init_from, files, strict=True)
+                      if files.count(file) > 1), None)
+        if twice is not None:
+            raise ConfigError(f"--init-from {twice} is given twice; give each stream's checkpoint once")
+        if self.i3d_checkpoint is not None and not self.uses_rgb:
+            raise ConfigError(f"--i3d-checkpoint needs a model with an RGB stream; {self.model} has none")
+        try:  # the network's own checks (dropout, bn_momentum ranges), before anything is built
+            self.spec.config(num_classes=1, **{**self.spec.variant, **self.options()})
+        except ValueError as err:
+            raise ConfigError(f"{self.model}: {err}") from err
+
+    @property
+    def spec(self) -> NetworkSpec:
+        """The network's entry in `model.networks.build`: what it takes, its options."""
+        return network_spec(self.model)
+
+    @property
+    def uses_rgb(self) -> bool:
+        return self.spec.takes("rgb")
+
+    @property
+    def uses_skeleton(self) -> bool:
+        return self.spec.takes("skeleton")
+
+    def options(self, frames: int | None = None) -> dict:
+        """What `model.build` gets: the options given that the network has."""
+        given = {"frames": frames, "dropout": self.dropout, "bn_momentum": self.bn_momentum}
+        return {name: value for name, value in given.items()
+                if value is not None and name in self.spec.options}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run executes, which a resumed run may change: out (the run directory), device ("cpu",
+    "cuda" or "cuda:N"; under torchrun cuda:LOCAL_RANK), workers (RGB decoding processes per training
+    process), compile, checkpoint_every (steps; 0: after each epoch only), progress (the bar),
+    test_clips (clips per test sample of the final evaluation)."""
+
+    out: str
+    device: str = dataclasses.field(default_factory=default_device)
+    workers: int = dataclasses.field(default_factory=default_workers)
+    compile: bool = False
+    checkpoint_every: int = 0
+    progress: bool = True
+    test_clips: int = 1
+    test_average: str = "logits"
+    flip_test: bool = False
+
+    def __post_init__(self):
+        kind, _, index = self.device.partition(":")
+        if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+            raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("workers", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.test_clips < 1:
+            raise ConfigError(f"test_clips must be >= 1, got {self.test_clips}")
+        if self.test_average not in AVERAGES:
+            raise ConfigError(f"test_average must be one of {AVERAGES}, got {self.test_average!r}")
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+AVERAGES = ("logits", "prob")  # what a test's clips average (`evaluate.predict`)
+# How each model's reference tests it, where that is not RunConfig's default (logits, no flip): PYSKL's
+# test_cfg average_clips='prob' for its three; PoseC3D's test pipeline draws each clip's heatmaps and
+# their mirror (GeneratePoseTarget double=True); RGBPose's and SlowOnly's do not flip.
+TEST_DEFAULTS = {"posec3d": {"test_average": "prob", "flip_test": True},
+                 "slowonly": {"test_average": "prob"}, "rgbpose": {"test_average": "prob"}}
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+# Where each flat name (a `fit` option, a key of a /2 config.json) lives: (part, field); "clip" is
+# data.clip, whose fields are all here but the inputs (the network's to say; `half` is --half-skeletons).
+# `seed` is TrainConfig's own.
+_CLIP_NAMES = {("half_skeletons" if f.name == "half" else f.name): f.name
+               for f in dataclasses.fields(ClipSpec) if f.name not in INPUTS}
+FIELDS: dict[str, tuple[str, str]] = {
+    "store": ("data", "store"), "protocol": ("data", "protocol"),
+    **{name: ("clip", field) for name, field in _CLIP_NAMES.items()},
+    **{f.name: ("network", f.name) for f in dataclasses.fields(NetworkConfig)},
+    **{name: ("recipe", name) for name in RECIPE_FIELDS},
+    **{f.name: ("run", f.name) for f in dataclasses.fields(RunConfig)},
+}
+PARTS = {"data": DataConfig, "clip": ClipSpec, "network": NetworkConfig, "recipe": Recipe, "run": RunConfig}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: data, network, recipe, run (the parts above) and the seed; validated as a
+    whole when built (the clip takes the network's inputs, frames fit the network, --sync-bn has CUDA,
+    bf16 only where it runs)."""
+
+    data: DataConfig
+    network: NetworkConfig
+    recipe: Recipe
+    run: RunConfig
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
+        network, clip = self.network, self.data.clip
+        if clip_inputs(clip) != network.spec.inputs:
+            raise ConfigError(f"the clip gives {' and '.join(clip_inputs(clip))}; {network.model} takes "
+                              f"{' and '.join(network.spec.inputs)}")
+        multiple = network.spec.frames_multiple
+        if not 1 <= clip.frames <= MAX_FRAMES or clip.frames % multiple:
+            kind = f"a multiple of {multiple} " if multiple > 1 else ""
+            raise ConfigError(f"frames must be {kind}in 1..{MAX_FRAMES} (the longest sequence a store holds) "
+                              f"for {network.model}, got {clip.frames}")
+        if network.sync_bn and not self.run.cuda:
+            raise ConfigError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
+        if self.run.flip_test and not clip.heatmaps:
+            raise ConfigError(f"the flip test mirrors the heatmaps: {network.model} takes none")
+        if network.bf16 and not self.run.cuda:  # what runs: autocast is CUDA's alone
+            object.__setattr__(self, "network", dataclasses.replace(network, bf16=False))
+
+    @classmethod
+    def from_options(cls, **options) -> TrainConfig:
+        """The run of the flat names (`FIELDS`: the `fit` options; recipe fields None: the family's;
+        clip fields None: the model's reference clip, `clip_recipes.reference_clip`, else ClipSpec's
+        defaults); an unknown name is a ConfigError. Also reads a /2 config.json's dict (its `recipe` is
+        ignored: the model decides it)."""
+        options = {name: value for name, value in options.items() if name != "recipe"}
+        unknown = sorted(set(options) - set(FIELDS) - {"seed"})
+        if unknown:
+            raise ConfigError(f"unknown settings {unknown}; known: {sorted(FIELDS)}")
+        part = {name: {} for name in PARTS}
+        for name, value in options.items():
+            if name != "seed":
+                where, field = FIELDS[name]
+                part[where][field] = value
+        try:
+            network = NetworkConfig(**part["network"])
+            given = {name: value for name, value in part["clip"].items() if value is not None}
+            clip = ClipSpec(**{name: network.spec.takes(name) for name in INPUTS},
+                            **{**reference_clip(network.model), **_pathway_sizes(network.model, given),
+                               **given})
+            data = DataConfig(clip=clip, **part["data"])
+            run = RunConfig(**{**TEST_DEFAULTS.get(network.model, {}),
+                               **{name: value for name, value in part["run"].items() if value is not None}})
+        except TypeError as err:  # a required name missing
+            raise ConfigError(f"a run needs store, protocol, model and out: {err}") from err
+        return cls(data, network, recipe_for(network.model, **part["recipe"]), run, options.get("seed", 0))
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainConfig:
+        """The run of `to_dict`'s dict (config.json, a checkpoint's config), or of a flat one written
+        before the parts (ntu-train/2). ConfigError for a dict that is neither."""
+        if not isinstance(saved.get("network"), dict):
+            return cls.from_options(**{k: v for k, v in saved.items() if k != "trained_on"})
+        try:
+            data = dict(saved["data"])
+            clip = ClipSpec(**data.pop("clip"))
+            return cls(DataConfig(clip=clip, **data), NetworkConfig(**saved["network"]),
+                       Recipe(**saved["recipe"]), RunConfig(**saved["run"]), saved.get("seed", 0))
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"not a run's settings (a part or field missing or unknown: {err})") from err
+
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "init_from": list(self.init_from)}  # as JSON holds it
+        """One section per part (the clip inside data), as JSON holds it."""
+        saved = dataclasses.asdict(self)
+        saved["network"]["init_from"] = list(self.network.init_from)
+        return saved
+
+    def __getattr__(self, name: str):
+        """The flat names (`FIELDS`) read through to their part: `config.epochs` is config.recipe.epochs."""
+        if name.startswith("__") or name not in FIELDS:
+            raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+        where, field = FIELDS[name]
+        return getattr(self.part(where), field)
+
+    def part(self, name: str):
+        """The part called `name` (of PARTS; "clip" is data.clip)."""
+        return self.data.clip if name == "clip" else getattr(self, name)
+
+    @property
+    def uses_rgb(self) -> bool:
+        return self.network.uses_rgb
+
+    @property
+    def uses_skeleton(self) -> bool:
+        return self.network.uses_skeleton
+
+    def clip_spec(self) -> ClipSpec:
+        return self.data.clip
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The store stages the clips are made from (heatmaps: the skeleton stage's 2D joints)."""
+        need_rgb, need_skeleton = self.data.clip.needs
+        return (("skeleton",) if need_skeleton else ()) + (("rgb",) if need_rgb else ())
+
+    def model_options(self) -> dict:
+        return self.network.options(self.data.clip.frames)
+
+    def base_lr(self) -> float:
+        return self.recipe.base_lr()
+
+    def describe_recipe(self) -> str:
+        return self.recipe.describe(self.network.model)
+
+    def for_evaluation(self, device: str, workers: int) -> TrainConfig:
+        """The same model and clips, executed elsewhere: on `device` (a CPU too: SyncBatchNorm, a
+        training-only setting, is dropped) with `workers`, not compiled."""
+        return dataclasses.replace(self, network=dataclasses.replace(self.network, sync_bn=False),
+                                   run=dataclasses.replace(self.run, device=device, workers=workers,
+                                                           compile=False))
+
+    def differences(self, other: TrainConfig, changeable: tuple[str, ...] = ("run",)) -> list[str]:
+        """The flat names whose values differ between the two runs, but those of the `changeable` parts."""
+        names = [name for name, (where, _) in FIELDS.items() if where not in changeable]
+        return [name for name in [*names, "seed"] if getattr(self, name) != getattr(other, name)]
+
+
+def _pathway_sizes(model: str, given: dict) -> dict:
+    """RGBPose's pose pathway at its ratios to the RGB one (`rgbpose.SPEED_RATIO`, `SPATIAL_RATIO`: 32
+    heatmap frames of 56 x 56 for 8 RGB frames of 224): what follows a given --frames or --crop that the
+    reference clip's fixed values would not fit."""
+    if model != "rgbpose":
+        return {}
+    follows = {}
+    if "frames" in given:
+        follows["heatmap_frames"] = SPEED_RATIO * given["frames"]
+    if "crop" in given:
+        follows["heatmap_size"] = max(given["crop"] // SPATIAL_RATIO, 1)
+    return follows
+
+
+def clip_inputs(clip: ClipSpec) -> tuple[str, ...]:
+    """The inputs a clip gives (of INPUTS, in their order)."""
+    return tuple(name for name in INPUTS if getattr(clip, name))

@@ -4,6 +4,7 @@
                                            # CPU), even as its only process; procs.group says it did
     total = all_sum(local_sums, procs)     # a small tensor summed over the processes
     message = broadcast_text(text, procs)  # rank 0's string, in every process (e.g. an error to raise)
+    broadcast_buffers(net, procs)          # rank 0's BatchNorm statistics, the checkpoint's, everywhere
     stop_processes(procs)
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ def all_sum(values: Tensor, procs: Processes) -> Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
+
+
+def broadcast_buffers(net: nn.Module, procs: Processes) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) in every process, in place. Without SyncBatchNorm
+    each process updates them from its own share of the batch (DDP hands rank 0's out again at the start
+    of each forward), so after an epoch they differ between processes; rank 0's are the checkpoint's."""
+    if procs.world > 1:
+        for buffer in net.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def broadcast_text(text: str, procs: Processes) -> str:

@@ -25,9 +25,10 @@ from torch import Tensor, nn
 
 from model.data.split import SplitData
 from model.networks.ccdfarm import heads_loss
+from model.networks.dropout import dropout_keys, sample_keys
 from model.training.checkpoint import SUMS
 from model.training.config import TrainConfig
-from model.training.distributed import Processes, all_sum
+from model.training.distributed import Processes, all_sum, broadcast_buffers
 from model.training.runtime import Runtime
 from ntu_pipeline.errors import NonFiniteLossError
 from ntu_pipeline.progress import ProgressBar
@@ -37,19 +38,26 @@ LOSS, CORRECT, HEADS_LOSS, CLIPS = range(len(SUMS))
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base: float, schedule: str = "cosine",
-                  decay: float = 1.0, steps_per_epoch: int = 1) -> float:
+                  decay: float = 1.0, steps_per_epoch: int = 1, milestones: tuple[int, ...] = ()) -> float:
     """lr at optimiser step `step` (0-based): linear warm-up to `base` over `warmup_steps`, then cosine
-    annealing to 0 at `total_steps` ("cosine") or `decay` per epoch of `steps_per_epoch` ("exp")."""
+    annealing to 0 at `total_steps` ("cosine"), `decay` per epoch of `steps_per_epoch` ("exp"), or
+    `decay` at each of `milestones` (epochs from the start, as CTR-GCN and mmcv's step policy count:
+    the rate of epoch e is base x decay ** (milestones <= e), "step")."""
     if step < warmup_steps:
         return base * (step + 1) / warmup_steps
     if schedule == "exp":
         return base * decay ** ((step - warmup_steps) / steps_per_epoch)
+    if schedule == "step":
+        epoch = step // steps_per_epoch
+        return base * decay ** sum(epoch >= milestone for milestone in milestones)
     span = max(total_steps - warmup_steps, 1)
     return base * 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, span) / span))
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    """The torch seed set before a training step (dropout), a pure function of its arguments."""
+    """The torch seed set before a training step, a pure function of its arguments: for a random op a
+    network draws from torch's generator (this project's dropout draws from `sample_keys` instead, the
+    same for a sample whichever process holds it)."""
     return int(np.random.SeedSequence([seed, epoch, step, rank, 2]).generate_state(1, np.uint64)[0] >> 1)
 
 
@@ -114,7 +122,7 @@ class Trainer:
     def lr(self, global_step: int) -> float:
         c = self.config
         return learning_rate(global_step, c.epochs * self.steps, round(c.warmup_epochs * self.steps),
-                             c.base_lr(), c.schedule, c.lr_decay, self.steps)
+                             c.base_lr(), c.schedule, c.lr_decay, self.steps, c.recipe.milestones)
 
     def train_epoch(self, epoch: int, start_step: int, sums: Tensor, bar: TrainProgress,
                     checkpoint: Callable[[int, Tensor], None]) -> tuple[Tensor, float]:
@@ -130,7 +138,9 @@ class Trainer:
             lr = self.lr(epoch * self.steps + step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            out = self.runtime.forward(self.train_net, batch.rgb, batch.skeleton, batch.motion)
+            with dropout_keys(self.net, sample_keys(c.seed, epoch, batch.positions)):
+                out = self.runtime.forward(self.train_net, batch.rgb, batch.skeleton, batch.motion,
+                                           batch.heatmaps)
             loss = heads_loss(out, batch.labels, check_range=False)  # labels: checked per split
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -154,4 +164,6 @@ class Trainer:
                 total = all_sum(sums, procs)  # every process takes part; rank 0 writes
                 check_finite(total.cpu(), epoch, step + 1, lr)
                 checkpoint(step + 1, total)
+        # the test split is evaluated, in every process, with the statistics last.pt holds (rank 0's)
+        broadcast_buffers(self.net, procs)
         return sums, lr
