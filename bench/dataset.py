@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,10 +35,9 @@ from torch.utils.data import DataLoader
 
 from model import NTUDataset, rgb_to_model
 from model.data.split import ClipSpec, SplitData, read_split
-from ntu_pipeline.stages.runner import ExtractConfig, extract
-from ntu_pipeline.store import open_store
-from ntu_pipeline.store.splits import make_split
-from ntu_pipeline.synth.corpus import write_corpus
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_speed, run as a script or by path
+from train_speed import synthetic_store  # noqa: E402  (the same synthetic store as the loader benches)
 
 VARIANTS = {"skeleton": ("skeleton", "motion"), "rgb": ("rgb",), "fused": ("skeleton", "motion", "rgb")}
 
@@ -61,15 +61,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     return args
-
-
-def synthetic_store(root: Path, samples: int, size: int) -> Path:
-    raw, store = root / "raw", root / "bench.zarr"
-    write_corpus(raw, samples, 6, videos=True)
-    extract(ExtractConfig(skeletons=raw, videos=raw, out=store, dataset="ntu60", rgb_frames=32, rgb_size=size,
-                          progress=False))
-    make_split(open_store(store, mode="r+"), "xsub")
-    return store
 
 
 def ntu_train_rate(data: SplitData, batch: int, epochs: int) -> float:

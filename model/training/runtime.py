@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +27,7 @@ from model.networks.ccdfarm import to_channels_last_3d
 from model.training.config import TrainConfig
 from model.training.distributed import Processes
 from ntu_pipeline.errors import ConfigError
+from ntu_pipeline.stages.resources import available_memory as system_memory
 
 WORKERS_PER_CORE = 4  # decoding processes per core past which they only wait for one another
 
@@ -111,13 +111,7 @@ def available_memory(device: torch.device) -> int | None:
     None where the system does not say."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return system_memory()
 
 
 def check_resident(nbytes: int, device: torch.device, what: str, hint: str = "") -> None:
