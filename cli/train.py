@@ -6,7 +6,7 @@
     ntu-train ensemble runs/hcn runs/i3d --out runs/late      # late fusion of saved scores
     ntu-train predict --checkpoint runs/ccdfarm/best.pt --skeleton my.skeleton --video my_rgb.avi
     ntu-train summary runs/* --plot curves.png
-    torchrun --nproc-per-node 8 -m cli.train fit ... # DDP: one process per GPU (gloo on CPU)
+    python -m cli.torchrun --nproc-per-node 8 -m cli.train fit ...  # DDP: one process per GPU (gloo on CPU)
 
 Options map onto `model.training.config.TrainConfig`'s parts (fit: each option's default is read from the
 part that holds it, `FIELDS`, so the two cannot drift; recipe fields default to the model's recipe),

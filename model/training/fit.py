@@ -3,7 +3,7 @@
     config = TrainConfig.from_options(store="ntu60.zarr", protocol="xsub", model="ccdfarm", out="runs/x")
     report = fit(config)             # test metrics of the final weights
     # the same under DDP, one process per GPU (RANK, WORLD_SIZE, LOCAL_RANK from torchrun):
-    #   torchrun --nproc-per-node 8 -m cli.train fit --store ntu60.zarr --protocol xsub --model ccdfarm ...
+    #   python -m cli.torchrun --nproc-per-node 8 -m cli.train fit --store ntu60.zarr --protocol xsub ...
 
 A fit runs in three steps: `set_up` (the previous run's checks, the splits, the machine's bounds, the
 network, the optimizer, the data: a `Run`), `train_epochs`, and `final_evaluation`. It holds the store
@@ -30,8 +30,9 @@ blocking every LOG_EVERY steps, each copy read LOG_EVERY steps later, at the sam
 (so a NaN loss stops every process together, within 2 x LOG_EVERY steps of it: model/epoch.py); labels
 were checked once per split. Checkpoints are written whole (atomic.py), best.pt
 before last.pt, so a kill at any moment leaves a run that resumes to the same result. Resuming is
-exact: the data order and every augmentation are pure functions of (seed, epoch, sample), dropout is
-reseeded from (seed, epoch, step, rank) before each step, the learning rate is a function of the step,
+exact: the data order, every augmentation and dropout's masks are pure functions of (seed, epoch,
+sample) (model/networks/dropout.py), torch's generator is reseeded from (seed, epoch, step, rank) before
+each step, the learning rate is a function of the step,
 and the checkpoint carries the weights, the optimizer, the epoch, the step within it and the epoch's
 running sums (over every process, given back to rank 0 alone). A resumed run must have the settings it
 was started with but how it executes (`RunConfig`), the same process count and the same store contents
