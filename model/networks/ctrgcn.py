@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.networks.dropout import SampleDropout
+
 # Input dtypes the networks accept (as HCN and I3D): float64 would fail inside the first convolution.
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -272,7 +274,7 @@ class CTRGCN(nn.Module):
                                              adaptive=cfg.adaptive))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = SampleDropout(cfg.dropout)  # a mask per sample: DDP equals one process
         self.fc = nn.Linear(self.num_features, cfg.num_classes)
         nn.init.normal_(self.fc.weight, 0.0, math.sqrt(2.0 / cfg.num_classes))  # the bias keeps torch's
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.networks.dropout import SampleDropout
 from model.networks.i3d import INPUT_DTYPES
 
 EXPANSION = 4  # Bottleneck3d: a block's output is 4x its width
@@ -216,7 +217,7 @@ class PooledClassifier(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, dropout: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SampleDropout(dropout)  # a mask per sample: DDP equals one process
         self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, features: Tensor) -> Tensor:
