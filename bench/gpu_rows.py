@@ -35,10 +35,11 @@ import model as models  # noqa: E402  (the repository on the path first)
 from model.data.skeletons import PackedSkeletons  # noqa: E402
 from model.data.split import Batch, ClipSpec, SplitData, SplitInfo, read_split  # noqa: E402
 from model.training.checkpoint import SUMS  # noqa: E402
-from model.training.config import RECIPES, TrainConfig  # noqa: E402
+from model.training.config import TrainConfig  # noqa: E402
 from model.training.distributed import Processes, start_processes, stop_processes  # noqa: E402
 from model.training.epoch import Trainer, TrainProgress  # noqa: E402
 from model.training.fit import make_optimizer  # noqa: E402
+from model.training.recipes import RECIPES  # noqa: E402
 from model.training.runtime import Runtime, build_network  # noqa: E402
 
 VARIANTS = ("hcn", "i3d", "ccdfarm")

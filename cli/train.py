@@ -27,17 +27,8 @@ from cli.results import ensemble_command, summary_command
 from model import MODEL_NAMES
 from model.data.ctrgcn_sampling import STREAMS
 from model.data.transforms import NORMALIZATIONS
-from model.training.config import (
-    AVERAGES,
-    FAMILY_FIELDS,
-    FIELDS,
-    OPTIMIZERS,
-    PARTS,
-    SCHEDULES,
-    TrainConfig,
-    default_device,
-    default_workers,
-)
+from model.training.config import AVERAGES, FIELDS, PARTS, TrainConfig, default_device, default_workers
+from model.training.recipes import FAMILY_FIELDS, OPTIMIZERS, SCHEDULES
 from ntu_pipeline.errors import Interrupted
 from ntu_pipeline.manifests import protocols
 

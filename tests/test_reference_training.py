@@ -23,9 +23,10 @@ from training import build_store
 from cli.train import main
 from model.data.pyskl_sampling import flip_heatmaps
 from model.data.split import Batch
-from model.training.config import RECIPES, Recipe, TrainConfig
+from model.training.config import TrainConfig
 from model.training.epoch import learning_rate
 from model.training.evaluate import predict
+from model.training.recipes import RECIPES, Recipe
 from model.training.runtime import Runtime
 from ntu_pipeline.errors import ConfigError
 

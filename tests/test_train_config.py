@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from cli.train import main
 from model.data.clip_spec import ClipSpec
-from model.training.config import DataConfig, NetworkConfig, Recipe, RunConfig, TrainConfig
+from model.training.config import DataConfig, NetworkConfig, RunConfig, TrainConfig
+from model.training.recipes import Recipe
 from ntu_pipeline.errors import ConfigError
 
 # What config.json held before the parts (format ntu-train/2): one flat dict, a CPU run saying bf16.
