@@ -7,13 +7,7 @@
     out["logits"]                   # the prediction, (B, 60); also out["rgb"], out["skeleton"], out["fused"]
     loss = model.heads_loss(out, labels)
 
-Names `build` knows (MODEL_SPEC.md, the paper's tables 4-6):
-    hcn, i3d                single streams
-    mmtm                    baseline: MMTM at both fusion points
-    dsfm                    MMTM replaced by DSFM
-    dsfm_mffm, tiam_dsfm    one of TIAM / MFFM added
-    ccdfarm                 TIAM + DSFM + MFFM
-    dsfm1_only, dsfm2_only  CC-DFARM with only the first / only the second DSFM (table 4)
+The variants (MODEL_SPEC.md, the paper's tables 4-6) are named in `model/networks/build.py`.
 
 Fusion points: (1) I3D Mixed_5b (832 channels) with HCN conv5 of person 1 and of person 2 (128 each);
 (2) I3D Mixed_5c (1024) with HCN fc7 (512). DSFM treats the two persons as two more modalities (blocks
